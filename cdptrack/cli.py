@@ -1,0 +1,56 @@
+"""The ``cdptrack`` command.  Each subcommand lives in ``cdptrack/commands/<name>.py`` and
+exposes ``HELP``, ``configure(parser)`` and ``run(args) -> int``; it is imported only when
+used, so ``cdptrack render`` never pays for the sink's or the demo's imports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+COMMANDS: dict[str, str] = {
+    "demo": "the example shop, a local sink and its inspector page, wired together",
+    "sink": "a local collector that answers like the four APIs and shows requests live",
+    "render": "canonical events (JSON lines on stdin) to wire requests, nothing sent",
+    "send": "deliver canonical events (JSON lines) through the outbox and sender",
+    "replay": "re-send dead letters from a durable outbox",
+    "worker": "drain a shared (Redis) outbox",
+    "doctor": "what is configured, what is missing, and whether endpoints answer",
+}
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"cdptrack.commands.{name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only the chosen subcommand's module is imported.
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    parser = argparse.ArgumentParser(prog="cdptrack")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, summary in COMMANDS.items():
+        cmd = sub.add_parser(name, help=summary, description=summary)
+        if name == chosen:
+            _module(name).configure(cmd)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(_module(args.command).run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``cdptrack`` subcommand: ``HELP``, ``configure(parser)``, ``run(args)``."""

@@ -1,0 +1,189 @@
+"""Configuration: constructor arguments, a mapping such as Flask's ``app.config``, or the
+``CDPTRACK_*`` environment variables.  A destination is on when its credentials are set.
+
+API keys are held in :class:`Secret`, whose ``repr`` and ``str`` never show the value, so
+a config object can be logged, printed or put in an exception without leaking a key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+DestinationName = Literal["yespo_tracker", "yespo_events", "customerio", "orangepill"]
+DESTINATIONS: tuple[DestinationName, ...] = (
+    "yespo_tracker",
+    "yespo_events",
+    "customerio",
+    "orangepill",
+)
+
+DEFAULT_YESPO_TRACKER_URL = "https://tracker.yespo.io/api/v2"
+DEFAULT_YESPO_API_URL = "https://yespo.io/api/v1"
+CUSTOMERIO_REGION_URLS = {
+    "us": "https://cdp.customer.io/v1",
+    "eu": "https://cdp-eu.customer.io/v1",
+}
+DEFAULT_ORANGEPILL_URL = "https://api.orangepill.cloud/v1"
+
+REDACTED = "<redacted>"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the setting."""
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str``, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('<redacted>')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the renderers and the sender need to know about the destinations."""
+
+    yespo_site_id: str | None = None
+    yespo_api_key: Secret | None = None
+    customerio_api_key: Secret | None = None
+    customerio_region: Literal["us", "eu"] = "us"
+    orangepill_api_key: Secret | None = None
+    yespo_tracker_url: str = DEFAULT_YESPO_TRACKER_URL
+    yespo_api_url: str = DEFAULT_YESPO_API_URL
+    customerio_url: str | None = None
+    orangepill_url: str = DEFAULT_ORANGEPILL_URL
+    outbox: str = "memory"
+    dry_run: bool = False
+    # Customer.io: ask for 400/401 on validation failures instead of a silent 200.
+    customerio_strict: bool = True
+    # Yespo's own plugins send Basic auth to the tracker too; do so when a key is set.
+    yespo_tracker_auth: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("yespo_api_key", "customerio_api_key", "orangepill_api_key"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Secret(value) if value else None)
+        if self.customerio_region not in CUSTOMERIO_REGION_URLS:
+            raise ConfigError(
+                f"customerio_region must be 'us' or 'eu', not {self.customerio_region!r}"
+            )
+        for name in ("yespo_tracker_url", "yespo_api_url", "customerio_url", "orangepill_url"):
+            url = getattr(self, name)
+            if url is not None:
+                object.__setattr__(self, name, check_endpoint(url, name))
+        if self.yespo_site_id is not None and not self.yespo_site_id.strip():
+            object.__setattr__(self, "yespo_site_id", None)
+
+    # -- what is on ----------------------------------------------------------------
+
+    @property
+    def customerio_base_url(self) -> str:
+        return self.customerio_url or CUSTOMERIO_REGION_URLS[self.customerio_region]
+
+    def enabled(self) -> tuple[DestinationName, ...]:
+        """The destinations whose credentials are set, in a stable order."""
+        on = {
+            "yespo_tracker": bool(self.yespo_site_id),
+            "yespo_events": bool(self.yespo_api_key),
+            "customerio": bool(self.customerio_api_key),
+            "orangepill": bool(self.orangepill_api_key),
+        }
+        return tuple(name for name in DESTINATIONS if on[name])
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value, for scrubbing text that might contain one."""
+        keys = (self.yespo_api_key, self.customerio_api_key, self.orangepill_api_key)
+        return tuple(k.reveal() for k in keys if k)
+
+    # -- construction --------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Read ``CDPTRACK_*`` variables; keyword arguments win over the environment."""
+        return cls.from_mapping(os.environ if environ is None else environ, **overrides)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any], **overrides: Any) -> Config:
+        """Read ``CDPTRACK_<NAME>`` keys from any mapping (the environment, ``app.config``)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            key = "CDPTRACK_" + f.name.upper()
+            if key in mapping and mapping[key] not in (None, ""):
+                values[f.name] = _coerce(f.name, mapping[key])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings with secrets masked: safe to print or log."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = REDACTED if isinstance(value, Secret) else value
+        out["customerio_url"] = self.customerio_base_url
+        return out
+
+
+_BOOL_FIELDS = {"dry_run", "customerio_strict", "yespo_tracker_auth"}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    if name in _BOOL_FIELDS and isinstance(raw, str):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if name == "customerio_region" and isinstance(raw, str):
+        return raw.strip().lower()
+    return raw
+
+
+def check_endpoint(url: str, setting: str = "url") -> str:
+    """An endpoint must be https, or plain http on a loopback host (a local sink)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{setting} must be an http(s) URL, got {url!r}")
+    if parts.username or parts.password:
+        raise ConfigError(f"{setting} must not carry credentials in the URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{setting} must use https for a non-loopback host ({parts.hostname}); "
+            "plain http is accepted only for localhost, 127.0.0.0/8 and ::1"
+        )
+    return url.strip().rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in {"localhost", "localhost.localdomain"} or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,443 @@
+"""The canonical event: one vocabulary for everything cdptrack sends.
+
+A canonical event is plain data (Segment e-commerce v2 names and snake_case properties,
+plus a few extensions) that every destination renders from.  It is validated and
+normalised once, here, at the edge: renderers can then trust that prices are numbers,
+ids are strings and timestamps are timezone-aware, and a bad event is reported with the
+name of the offending field instead of failing deep inside a renderer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+EventType = Literal["track", "identify", "page"]
+EVENT_TYPES: frozenset[str] = frozenset({"track", "identify", "page"})
+
+# Canonical names of the events cdptrack infers or maps specially (Segment e-commerce v2
+# plus the extensions in the design).
+PRODUCT_VIEWED = "Product Viewed"
+PRODUCT_LIST_VIEWED = "Product List Viewed"
+CART_UPDATED = "Cart Updated"
+ORDER_COMPLETED = "Order Completed"
+ORDER_UPDATED = "Order Updated"
+ORDER_DELIVERED = "Order Delivered"
+ORDER_CANCELLED = "Order Cancelled"
+PRODUCT_ADDED_TO_WISHLIST = "Product Added to Wishlist"
+PRODUCTS_SEARCHED = "Products Searched"
+PRODUCT_IMPRESSIONS = "Product Impressions"
+PRODUCT_UPDATED = "Product Updated"
+PRODUCT_ADDED = "Product Added"
+PRODUCT_REMOVED = "Product Removed"
+
+VISITOR_FIELDS: tuple[str, ...] = (
+    "sc",
+    "user_id",
+    "email",
+    "phone",
+    "name",
+    "external_customer_id",
+    "yespo_contact_id",
+    "orangepill_identity",
+)
+
+# Property names whose values are identifiers: always strings on the wire.
+_ID_KEYS = frozenset(
+    {"product_id", "sku", "order_id", "cart_id", "checkout_id", "list_id", "category_id",
+     "container_type", "cart_state_id", "promotion_id", "wishlist_id", "review_id"}
+)
+# Property names whose values are amounts: numbers on the wire ("19.90" becomes 19.9).
+_NUMBER_KEYS = frozenset(
+    {"price", "total", "revenue", "value", "subtotal", "shipping", "tax", "discount",
+     "position", "rating"}
+)
+# Property names whose values are counts: integers on the wire.
+_INT_KEYS = frozenset({"quantity", "results", "step"})
+_BOOL_KEYS = frozenset({"in_stock"})
+_PRODUCT_LIST_KEYS = frozenset({"products", "added", "removed"})
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+MAX_ID_LENGTH = 512
+
+
+class EventError(ValueError):
+    """A canonical event that cannot be used; ``field`` names the offending part."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """Who the event is about.  Every field is optional; ``sc`` doubles as anonymous id."""
+
+    sc: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    external_customer_id: str | None = None
+    yespo_contact_id: str | None = None
+    orangepill_identity: str | None = None
+
+    @property
+    def customer_id(self) -> str | None:
+        """The shop's own customer id: ``external_customer_id``, else ``user_id``."""
+        return self.external_customer_id or self.user_id
+
+    @property
+    def contact_key(self) -> str | None:
+        """The key Yespo finds a contact by: email, then phone, then external id."""
+        return self.email or self.phone or self.customer_id
+
+    def to_dict(self) -> dict[str, str]:
+        return {f: v for f in VISITOR_FIELDS if (v := getattr(self, f)) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str = "visitor") -> Visitor:
+        if data is None:
+            return cls()
+        if isinstance(data, Visitor):
+            return data
+        if not isinstance(data, Mapping):
+            raise EventError(path, f"must be an object, not {_kind(data)}")
+        values: dict[str, str | None] = {}
+        for key, raw in data.items():
+            if key not in VISITOR_FIELDS:
+                continue  # unknown visitor fields are ignored, like unknown cookies
+            values[key] = _optional_id(raw, f"{path}.{key}")
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One canonical event.  Build with :func:`track`, :func:`identify`, :func:`page`
+    or :meth:`Event.from_dict`; all of them validate and normalise."""
+
+    type: EventType
+    event: str | None = None
+    name: str | None = None
+    visitor: Visitor = field(default_factory=Visitor)
+    properties: dict[str, Any] = field(default_factory=dict)
+    traits: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def label(self) -> str:
+        """A short human name: the track event name, ``page`` or ``identify``."""
+        return self.event if self.type == "track" and self.event else self.type
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON object (the same shape on the CLI, in outboxes, on pages)."""
+        out: dict[str, Any] = {"type": self.type}
+        if self.event is not None:
+            out["event"] = self.event
+        if self.name is not None:
+            out["name"] = self.name
+        out["visitor"] = self.visitor.to_dict()
+        out["properties"] = self.properties
+        if self.type == "identify" or self.traits:
+            out["traits"] = self.traits
+        out["context"] = self.context
+        out["timestamp"] = iso_millis(self.timestamp)
+        out["message_id"] = self.message_id
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Event:
+        """Validate and normalise a canonical JSON object; raises :class:`EventError`."""
+        if isinstance(data, Event):
+            return data
+        if not isinstance(data, Mapping):
+            raise EventError("event", f"must be a JSON object, not {_kind(data)}")
+        etype = data.get("type", "track")
+        if etype not in EVENT_TYPES:
+            raise EventError("type", f"must be one of track, identify, page; got {etype!r}")
+        name = data.get("event")
+        if etype == "track":
+            if not isinstance(name, str) or not name.strip():
+                raise EventError("event", "a track event needs a non-empty event name")
+            name = name.strip()
+        elif name is not None:
+            raise EventError("event", f"only track events have an event name, not {etype}")
+        page_name = data.get("name")
+        if page_name is not None and not isinstance(page_name, str):
+            raise EventError("name", f"must be a string, not {_kind(page_name)}")
+        visitor = Visitor.from_dict(data.get("visitor"))
+        properties = normalize_properties(_mapping(data.get("properties"), "properties"))
+        traits = dict(_mapping(data.get("traits"), "traits"))
+        context = dict(_mapping(data.get("context"), "context"))
+        if visitor.external_customer_id is None and visitor.user_id is not None:
+            visitor = replace(visitor, external_customer_id=visitor.user_id)
+        message_id = data.get("message_id")
+        if message_id is None or message_id == "":
+            message_id = str(uuid.uuid4())
+        elif not isinstance(message_id, str) or len(message_id) > MAX_ID_LENGTH:
+            raise EventError("message_id", "must be a string of at most 512 characters")
+        return cls(
+            type=etype,
+            event=name,
+            name=page_name,
+            visitor=visitor,
+            properties=properties,
+            traits=traits,
+            context=context,
+            timestamp=parse_timestamp(data.get("timestamp"), "timestamp"),
+            message_id=message_id,
+        )
+
+
+def track(
+    event: str,
+    properties: Mapping[str, Any] | None = None,
+    *,
+    visitor: Visitor | Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: datetime | str | float | None = None,
+    message_id: str | None = None,
+) -> Event:
+    """Build a validated ``track`` event (``track("Product Viewed", {...}, visitor=...)``)."""
+    return Event.from_dict(
+        _spec("track", event=event, visitor=visitor, properties=properties, context=context,
+              timestamp=timestamp, message_id=message_id)
+    )
+
+
+def identify(
+    traits: Mapping[str, Any] | None = None,
+    *,
+    visitor: Visitor | Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: datetime | str | float | None = None,
+    message_id: str | None = None,
+) -> Event:
+    """Build a validated ``identify`` event: who the visitor is, with ``traits``."""
+    return Event.from_dict(
+        _spec("identify", traits=traits, visitor=visitor, context=context,
+              timestamp=timestamp, message_id=message_id)
+    )
+
+
+def page(
+    url: str | None = None,
+    *,
+    name: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+    visitor: Visitor | Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    timestamp: datetime | str | float | None = None,
+    message_id: str | None = None,
+) -> Event:
+    """Build a validated ``page`` event; ``url`` lands in ``properties.url``."""
+    props = dict(properties or {})
+    if url is not None:
+        props.setdefault("url", url)
+    return Event.from_dict(
+        _spec("page", name=name, visitor=visitor, properties=props, context=context,
+              timestamp=timestamp, message_id=message_id)
+    )
+
+
+def _spec(etype: str, **parts: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": etype}
+    for key, value in parts.items():
+        if value is None:
+            continue
+        if key == "visitor" and isinstance(value, Visitor):
+            value = value.to_dict()
+        out[key] = value
+    return out
+
+
+# --- normalisation -------------------------------------------------------------------
+
+
+def normalize_properties(props: Mapping[str, Any], path: str = "properties") -> dict[str, Any]:
+    """Coerce well-known properties to the types the APIs want; leave the rest as given."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        if not isinstance(key, str):
+            raise EventError(path, f"property names must be strings, got {key!r}")
+        out[key] = _normalize_value(key, value, f"{path}.{key}")
+    return out
+
+
+def _normalize_value(key: str, value: Any, path: str) -> Any:
+    if value is None:
+        return None
+    if key in _PRODUCT_LIST_KEYS:
+        if not isinstance(value, (list, tuple)):
+            raise EventError(path, f"must be a list of products, not {_kind(value)}")
+        return [
+            normalize_properties(_mapping(item, f"{path}[{i}]"), f"{path}[{i}]")
+            for i, item in enumerate(value)
+        ]
+    if key in _ID_KEYS:
+        if key == "category_id" and isinstance(value, (list, tuple)):
+            return [_required_id(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return _required_id(value, path)
+    if key in _NUMBER_KEYS:
+        return to_number(value, path)
+    if key in _INT_KEYS:
+        return to_int(value, path)
+    if key in _BOOL_KEYS:
+        return to_bool(value, path)
+    if key == "tags":
+        return _tags(value, path)
+    return value
+
+
+def to_number(value: Any, path: str) -> int | float:
+    """``"19.90"`` → ``19.9``, ``"990"`` → ``990``; booleans and non-numbers are errors."""
+    if isinstance(value, bool):
+        raise EventError(path, "must be a number, not a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise EventError(path, "must be a finite number")
+        return value
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if "," in text and "." not in text:
+            text = text.replace(",", ".")  # "19,90": a decimal comma, common in shops
+        if _INT_RE.match(text):
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            raise EventError(path, f"must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise EventError(path, "must be a finite number")
+        return number
+    raise EventError(path, f"must be a number, not {_kind(value)}")
+
+
+def to_int(value: Any, path: str) -> int:
+    number = to_number(value, path)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise EventError(path, f"must be a whole number, got {value!r}")
+        return int(number)
+    return number
+
+
+def to_bool(value: Any, path: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    raise EventError(path, f"must be true or false, got {value!r}")
+
+
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _tags(value: Any, path: str) -> dict[str, list[str]]:
+    if not isinstance(value, Mapping):
+        raise EventError(path, "must be an object of tag name to list of strings")
+    out: dict[str, list[str]] = {}
+    for name, items in value.items():
+        if isinstance(items, (str, int, float)):
+            items = [items]
+        if not isinstance(items, (list, tuple)):
+            raise EventError(f"{path}.{name}", "must be a list of strings")
+        out[str(name)] = [str(v) for v in items]
+    return out
+
+
+def _required_id(value: Any, path: str) -> str:
+    result = _optional_id(value, path)
+    if result is None:
+        raise EventError(path, "must not be empty")
+    return result
+
+
+def _optional_id(value: Any, path: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise EventError(path, f"must be a string, not {_kind(value)}")
+    text = str(value).strip()
+    if len(text) > MAX_ID_LENGTH:
+        raise EventError(path, f"is longer than {MAX_ID_LENGTH} characters")
+    return text or None
+
+
+def _mapping(value: Any, path: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise EventError(path, f"must be an object, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# --- time ----------------------------------------------------------------------------
+
+
+def parse_timestamp(value: Any, path: str = "timestamp") -> datetime:
+    """ISO-8601 (``Z`` or offset; naive means UTC), epoch seconds or epoch milliseconds."""
+    if value is None or value == "":
+        return datetime.now(timezone.utc)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = value / 1000 if value > 100_000_000_000 else value
+        try:
+            return datetime.fromtimestamp(seconds, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            raise EventError(path, f"is out of range: {value!r}") from None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise EventError(path, f"must be ISO-8601 or epoch time, got {value!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    raise EventError(path, f"must be ISO-8601 or epoch time, not {_kind(value)}")
+
+
+def iso_millis(moment: datetime) -> str:
+    """``2020-01-21T15:56:23.208Z``: the form Customer.io and the canonical JSON use."""
+    utc = moment.astimezone(timezone.utc)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def epoch_millis(moment: datetime) -> int:
+    """Milliseconds since the epoch: the Yespo tracker's ``datetime``."""
+    return int(round(moment.timestamp() * 1000))
+
+
+__all__ = [
+    "Event",
+    "EventError",
+    "EventType",
+    "Visitor",
+    "epoch_millis",
+    "identify",
+    "iso_millis",
+    "page",
+    "parse_timestamp",
+    "track",
+]
