@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, Secret
-from .events import Event, EventError, Visitor, identify, page, track
+from .events import Event, EventError, Visitor
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .client import Tracker
+    from .declare import track
 
 
 def __getattr__(name: str) -> Any:
@@ -23,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from .client import Tracker
 
         return Tracker
+    if name == "track":
+        from .declare import track
+
+        return track
     raise AttributeError(f"module 'cdptrack' has no attribute {name!r}")
 
 
@@ -35,7 +40,5 @@ __all__ = [
     "Tracker",
     "Visitor",
     "__version__",
-    "identify",
-    "page",
     "track",
 ]

@@ -1,0 +1,1 @@
+"""Framework adapters, installed as ``cdptrack.integrations.<name>``."""

@@ -1,0 +1,1 @@
+"""Runnable example shops wired with cdptrack (installed as ``cdptrack.examples``)."""
