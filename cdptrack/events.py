@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 EventType = Literal["track", "identify", "page"]
@@ -426,7 +426,10 @@ def iso_millis(moment: datetime) -> str:
 
 def epoch_millis(moment: datetime) -> int:
     """Milliseconds since the epoch: the Yespo tracker's ``datetime``."""
-    return int(round(moment.timestamp() * 1000))
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 __all__ = [
