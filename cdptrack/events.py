@@ -54,9 +54,10 @@ _ID_KEYS = frozenset(
 )
 # Property names whose values are amounts: numbers on the wire ("19.90" becomes 19.9).
 _NUMBER_KEYS = frozenset(
-    {"price", "total", "revenue", "value", "subtotal", "shipping", "tax", "discount",
-     "position", "rating"}
+    {"price", "total", "revenue", "value", "subtotal", "shipping", "tax", "discount", "rating"}
 )
+# A product's list position is a number; a promotion's ``position`` is a slot name.
+_PRODUCT_NUMBER_KEYS = _NUMBER_KEYS | {"position"}
 # Property names whose values are counts: integers on the wire.
 _INT_KEYS = frozenset({"quantity", "results", "step"})
 _BOOL_KEYS = frozenset({"in_stock"})
@@ -174,7 +175,10 @@ class Event:
         if page_name is not None and not isinstance(page_name, str):
             raise EventError("name", f"must be a string, not {_kind(page_name)}")
         visitor = Visitor.from_dict(data.get("visitor"))
-        properties = normalize_properties(_mapping(data.get("properties"), "properties"))
+        properties = normalize_properties(
+            _mapping(data.get("properties"), "properties"),
+            product=not (name or "").startswith("Promotion"),
+        )
         traits = dict(_mapping(data.get("traits"), "traits"))
         context = dict(_mapping(data.get("context"), "context"))
         if visitor.external_customer_id is None and visitor.user_id is not None:
@@ -262,31 +266,33 @@ def _spec(etype: str, **parts: Any) -> dict[str, Any]:
 # --- normalisation -------------------------------------------------------------------
 
 
-def normalize_properties(props: Mapping[str, Any], path: str = "properties") -> dict[str, Any]:
+def normalize_properties(
+    props: Mapping[str, Any], path: str = "properties", *, product: bool = False
+) -> dict[str, Any]:
     """Coerce well-known properties to the types the APIs want; leave the rest as given."""
     out: dict[str, Any] = {}
     for key, value in props.items():
         if not isinstance(key, str):
             raise EventError(path, f"property names must be strings, got {key!r}")
-        out[key] = _normalize_value(key, value, f"{path}.{key}")
+        out[key] = _normalize_value(key, value, f"{path}.{key}", product)
     return out
 
 
-def _normalize_value(key: str, value: Any, path: str) -> Any:
+def _normalize_value(key: str, value: Any, path: str, product: bool) -> Any:
     if value is None:
         return None
     if key in _PRODUCT_LIST_KEYS:
         if not isinstance(value, (list, tuple)):
             raise EventError(path, f"must be a list of products, not {_kind(value)}")
         return [
-            normalize_properties(_mapping(item, f"{path}[{i}]"), f"{path}[{i}]")
+            normalize_properties(_mapping(item, f"{path}[{i}]"), f"{path}[{i}]", product=True)
             for i, item in enumerate(value)
         ]
     if key in _ID_KEYS:
         if key == "category_id" and isinstance(value, (list, tuple)):
             return [_required_id(v, f"{path}[{i}]") for i, v in enumerate(value)]
         return _required_id(value, path)
-    if key in _NUMBER_KEYS:
+    if key in (_PRODUCT_NUMBER_KEYS if product else _NUMBER_KEYS):
         return to_number(value, path)
     if key in _INT_KEYS:
         return to_int(value, path)

@@ -1,0 +1,8 @@
+"""Shared pytest set-up: make ``tests/`` importable for helper modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
