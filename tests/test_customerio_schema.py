@@ -97,7 +97,8 @@ def test_cart_updated_becomes_added_and_removed_events_that_match_the_schema() -
     })
     requests = customerio.render(event, CONFIG)
     assert [r.json["event"] for r in requests] == ["Product Added", "Product Removed"]
-    for request, schema in zip(requests, ["product_added_event", "product_removed_event"]):
+    schemas_ = ["product_added_event", "product_removed_event"]
+    for request, schema in zip(requests, schemas_, strict=True):
         assert not list(validator_for(schema).iter_errors(request.json))
         assert request.json["properties"]["cart_id"] == "c-1"
     added = requests[0].json["properties"]

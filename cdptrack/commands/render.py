@@ -104,5 +104,5 @@ def render_stream(
         print(f"cdptrack render: {events} event(s) → {requests} request(s); "
               f"{sum(skipped.values())} not sent, {bad_lines} malformed line(s)", file=err)
         for (destination, reason), count in sorted(skipped.items()):
-            print(f"  {destination}: {reason} × {count}", file=err)
+            print(f"  {destination}: {reason}: {count}", file=err)
     return 1 if bad_lines else 0
