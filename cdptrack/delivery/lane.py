@@ -1,0 +1,265 @@
+"""One destination's lane: its own queue position, HTTP client, workers and retries.
+
+Each destination gets a lane so that a dead or slow API only ever delays itself: the
+lane's ``concurrency`` workers take that destination's deliveries from the outbox, send
+them with one keep-alive ``httpx.AsyncClient``, retry with backoff within the request's
+deadline, and settle them (sent, or dead-lettered with the API's answer).
+
+Batching: requests that carry a ``batch_url`` (Customer.io) are coalesced into
+``POST {base}/batch`` with ``{"batch": [msg, ...]}``.  When a batch gets a final 4xx
+other than 401/403, the lane **splits it and sends each message singly** to its own
+endpoint, so one malformed message cannot take its neighbours to the dead-letter store;
+only the messages refused singly are dead-lettered.  A 401/403 (bad credentials) or a
+batch that runs out of retry time dead-letters each of its messages directly.
+
+Every retry re-sends the same bytes, so Customer.io's ``messageId`` and Orangepill's
+``idempotency-key`` header are the same on every attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from ..config import Config
+from ..destinations import render_event
+from ..destinations.base import WireRequest
+from .batching import batch_body, pack
+from .callbacks import Callbacks
+from .counters import Counters
+from .outbox import DeadLetter, Delivery, Outbox, truncate
+from .retry import RetryPolicy, classify, parse_retry_after, wait_event
+
+logger = logging.getLogger("cdptrack")
+
+BATCH_PULL = 200  # deliveries a worker takes at once once the lane is known to batch
+IDLE_RECHECK = 5.0  # seconds; a safety net, lanes are woken explicitly
+
+
+@dataclass(slots=True)
+class Outcome:
+    ok: bool
+    status: int | None
+    response: str
+    attempts: int
+    reason: str  # "sent", "rejected", "retry_time_exceeded"
+
+
+class Lane:
+    def __init__(
+        self,
+        destination: str,
+        *,
+        outbox: Outbox,
+        config: Config,
+        counters: Counters,
+        policy: RetryPolicy,
+        callbacks: Callbacks,
+        concurrency: int,
+        timeout: float,
+    ) -> None:
+        self.destination = destination
+        self._outbox = outbox
+        self._config = config
+        self._counters = counters
+        self._policy = policy
+        self._callbacks = callbacks
+        self._concurrency = max(1, concurrency)
+        self._timeout = timeout
+        self._secrets = config.secrets()
+        self._pull = 1
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self.busy = 0  # workers holding deliveries right now
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._config.dry_run:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout),
+                limits=httpx.Limits(max_connections=self._concurrency,
+                                    max_keepalive_connections=self._concurrency),
+                follow_redirects=False,  # never re-send credentials elsewhere
+                trust_env=True,
+            )
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"cdptrack-{self.destination}-{i}")
+            for i in range(self._concurrency)
+        ]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- the worker loop ---------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            deliveries = self._outbox.next_for(self.destination, self._pull)
+            if not deliveries:
+                self._wake.clear()
+                await wait_event(self._wake, IDLE_RECHECK)
+                continue
+            self.busy += 1
+            try:
+                await self._deliver(deliveries)
+            except asyncio.CancelledError:
+                self._outbox.release(deliveries)
+                if not self._outbox.durable:
+                    self._counters.drop(self.destination, "shutdown", len(deliveries))
+                raise
+            except Exception:
+                # A bug must not kill the worker nor loop forever on the same rows.
+                logger.exception("cdptrack: %s lane failed on %d deliveries",
+                                 self.destination, len(deliveries))
+                self._counters.drop(self.destination, "error", len(deliveries))
+                self._outbox.settle(deliveries)
+            finally:
+                self.busy -= 1
+
+    async def _deliver(self, deliveries: Sequence[Delivery]) -> None:
+        batchable: list[tuple[WireRequest, Delivery]] = []
+        singles: list[tuple[WireRequest, Delivery]] = []
+        for delivery in deliveries:
+            for request in self._requests_for(delivery):
+                if request.batch_url:
+                    batchable.append((request, delivery))
+                    self._pull = BATCH_PULL
+                else:
+                    singles.append((request, delivery))
+        letters: list[DeadLetter] = []
+        for batch in pack(batchable):
+            letters.extend(await self._send_batch(batch))
+        for request, delivery in singles:
+            letters.extend(await self._send_single(request, delivery))
+        self._outbox.settle(deliveries, letters)
+        for letter in letters:
+            self._callbacks.error(letter)
+
+    def _requests_for(self, delivery: Delivery) -> list[WireRequest]:
+        requests = delivery.requests
+        if requests is None:
+            rendered = render_event(delivery.event, self._config, [self.destination])
+            for destination, reason in rendered.skipped:
+                self._counters.drop(destination, reason)
+                self._callbacks.drop(delivery.event, destination, reason)
+            requests = rendered.requests
+        if delivery.only is not None:
+            requests = [r for r in requests if r.message_id in delivery.only]
+        self._counters.add(self.destination, "enqueued", len(requests))
+        return requests
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def _send_batch(self, batch: list[tuple[WireRequest, Delivery]]
+                          ) -> list[DeadLetter]:
+        if len(batch) == 1:
+            return await self._send_single(*batch[0])
+        requests = [request for request, _ in batch]
+        first = requests[0]
+        url = first.batch_url or first.url
+        if self._config.dry_run:
+            for request in requests:
+                self._dry_run(request)
+            return []
+        outcome = await self._attempts("POST", url, first.headers, batch_body(requests),
+                                       len(requests), f"batch of {len(requests)}")
+        if outcome.ok:
+            self._counters.add(self.destination, "sent", len(requests))
+            return []
+        if outcome.reason == "rejected" and outcome.status not in (401, 403):
+            logger.warning("cdptrack: %s refused a batch of %d (%s); sending them singly",
+                           self.destination, len(requests), outcome.status)
+            letters: list[DeadLetter] = []
+            for request, delivery in batch:
+                letters.extend(await self._send_single(request, delivery))
+            return letters
+        return [self._letter(request, delivery, outcome) for request, delivery in batch]
+
+    async def _send_single(self, request: WireRequest, delivery: Delivery
+                           ) -> list[DeadLetter]:
+        if self._config.dry_run:
+            self._dry_run(request)
+            return []
+        outcome = await self._attempts(request.method, request.url, request.headers,
+                                       request.body_bytes(), 1, repr(request))
+        if outcome.ok:
+            self._counters.add(self.destination, "sent")
+            return []
+        return [self._letter(request, delivery, outcome)]
+
+    async def _attempts(self, method: str, url: str, headers: dict[str, str], body: bytes,
+                        messages: int, what: str) -> Outcome:
+        """Send one HTTP request until it succeeds, is refused for good, or its
+        deadline passes.  The body is the same bytes on every attempt."""
+        assert self._client is not None
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                response = await self._client.request(method, url, headers=headers,
+                                                       content=body)
+            except httpx.HTTPError as exc:
+                status: int | None = None
+                answer = f"{type(exc).__name__}: {exc}"
+                verdict = "retry"
+            else:
+                status = response.status_code
+                verdict = classify(status)
+                if verdict == "ok":
+                    return Outcome(True, status, "", attempt, "sent")
+                answer = truncate(response.text, self._secrets)
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if verdict == "dead":
+                logger.warning("cdptrack: %s answered %s to %s; dead-lettered",
+                               self.destination, status, what)
+                return Outcome(False, status, answer, attempt, "rejected")
+            delay = self._policy.delay(attempt, retry_after)
+            if not self._policy.allows(time.monotonic() - started, delay):
+                logger.warning("cdptrack: %s: %s still failing after %d attempts (%s); "
+                               "dead-lettered", self.destination, what, attempt,
+                               status or answer)
+                return Outcome(False, status, answer, attempt, "retry_time_exceeded")
+            logger.debug("cdptrack: %s: %s failed (%s), retry in %.2fs",
+                         self.destination, what, status or answer, delay)
+            self._counters.add(self.destination, "retried", messages)
+            await asyncio.sleep(delay)
+
+    def _letter(self, request: WireRequest, delivery: Delivery, outcome: Outcome
+                ) -> DeadLetter:
+        self._counters.add(self.destination, "dead")
+        return DeadLetter(
+            destination=self.destination,
+            message_id=request.message_id,
+            method=request.method,
+            url=request.url,
+            status=outcome.status,
+            response=outcome.response,
+            reason=outcome.reason,
+            attempts=outcome.attempts,
+            event=delivery.event.to_dict(),
+            request=request.to_public_dict(),
+        )
+
+    def _dry_run(self, request: WireRequest) -> None:
+        logger.info("cdptrack dry run: %s", json.dumps(request.to_public_dict(),
+                                                       ensure_ascii=False))
+        self._counters.add(self.destination, "dry_run")

@@ -1,0 +1,193 @@
+"""Where accepted events wait until every destination has them.
+
+The outbox holds two kinds of work, so that one slow or dead API never holds up the
+others:
+
+* **new events**: accepted by ``capture`` and not yet rendered.  ``put`` is the only
+  thing ``capture`` does, so it must be cheap and must never block for long;
+* **deliveries**: one per (event, destination) after the dispatcher rendered the event.
+  Each destination's lane takes its own deliveries at its own pace.
+
+An event is *open* from ``put`` until every one of its deliveries was settled (sent,
+dead-lettered or dropped); ``flush`` waits until no event at or below the last accepted
+key is open.  Keys grow monotonically, so "everything accepted so far" is a key.
+
+Two implementations: :mod:`.outbox_memory` (bounded, lost with the process) and
+:mod:`.outbox_sqlite` (durable across crashes).  :func:`open_outbox` picks one from the
+``CDPTRACK_OUTBOX`` URL.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ConfigError
+from ..destinations.base import WireRequest
+from ..events import Event
+
+# What ``capture`` accepted: an Event, or a mapping validated later in the sender.
+Payload = Event | Mapping[str, Any]
+
+MAX_RESPONSE_CHARS = 2000
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One event on its way to one destination."""
+
+    key: int
+    destination: str
+    event: Event
+    # Rendered by the dispatcher (memory outbox); None: the lane renders again, e.g. after
+    # a restart, since credentials are never written to disk.
+    requests: list[WireRequest] | None = None
+    # Replay: only the wire requests with these message ids (the ones that died).
+    only: frozenset[str] | None = None
+    counted: bool = False  # "enqueued" already counted for these requests
+
+
+@dataclass(slots=True)
+class Routing:
+    """The dispatcher's decision for one new event."""
+
+    key: int
+    event: Event | None  # None: invalid, nothing to deliver
+    requests: dict[str, list[WireRequest]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A wire request the API refused for good, or that ran out of retry time."""
+
+    destination: str
+    message_id: str
+    method: str
+    url: str
+    status: int | None  # None: no HTTP answer (network error, timeout)
+    response: str  # the API's answer (truncated, secrets scrubbed), or the error text
+    reason: str  # "rejected" (a final 4xx) or "retry_time_exceeded"
+    attempts: int
+    event: dict[str, Any]  # the canonical event, to re-render on replay
+    request: dict[str, Any]  # the public (redacted) request, for people reading it
+    created: float = field(default_factory=time.time)
+    id: int | None = None  # the store's id, for replay
+
+
+class Outbox(abc.ABC):
+    """The contract between ``capture``, the dispatcher, the lanes and ``flush``.
+
+    ``put``, ``last_key``, ``min_open_key`` and ``open_count`` may be called from any
+    thread; everything else only from the sender thread.
+    """
+
+    durable: bool = False
+    url: str = "memory"
+
+    # -- capture side ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put(self, item: Payload) -> bool:
+        """Accept one event; False when there is no room (the caller counts the drop)."""
+
+    @abc.abstractmethod
+    def last_key(self) -> int:
+        """The key of the newest accepted event (0 when none)."""
+
+    @abc.abstractmethod
+    def min_open_key(self) -> int | None:
+        """The smallest key that is still open, or None when everything is settled."""
+
+    @abc.abstractmethod
+    def open_count(self) -> int:
+        """How many accepted events are not settled yet."""
+
+    # -- sender side -----------------------------------------------------------------
+
+    def start(self) -> None:  # noqa: B027 - optional hook
+        """Called once in the sender thread before any other sender-side call."""
+
+    def maintain(self) -> bool:
+        """Periodic housekeeping (heartbeats, taking over a dead process's rows).
+        True when new work may have appeared."""
+        return False
+
+    @abc.abstractmethod
+    def take_new(self, limit: int) -> list[tuple[int, Payload | str]]:
+        """Up to ``limit`` accepted events not yet routed, oldest first (a durable
+        outbox gives the JSON text it stored)."""
+
+    @abc.abstractmethod
+    def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
+        """Record deliveries for rendered events; settle events with none.  Returns the
+        (key, destination) pairs refused for lack of room (counted by the caller)."""
+
+    @abc.abstractmethod
+    def next_for(self, destination: str, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries for ``destination`` not already handed out."""
+
+    @abc.abstractmethod
+    def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
+        """These deliveries are finished (sent or dead); store the dead letters."""
+
+    @abc.abstractmethod
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        """Handed-out deliveries that were not finished (shutdown).  A durable outbox
+        keeps them for the next start; the memory outbox loses them."""
+
+    @abc.abstractmethod
+    def backlog(self) -> dict[str, int]:
+        """Deliveries waiting per destination (not counting ones handed out)."""
+
+    # -- dead letters ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def dead_letters(self, limit: int = 1000, destination: str | None = None
+                     ) -> list[DeadLetter]:
+        """The stored dead letters, oldest first."""
+
+    @abc.abstractmethod
+    def requeue_dead(self, ids: Iterable[int]) -> int:
+        """Move dead letters back into the outbox as new work (``cdptrack replay``)."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def after_fork(self) -> None:
+        """In a forked child: fresh locks and connections, no inherited work."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and connections."""
+
+
+def open_outbox(url: str, *, max_queue: int = 10_000) -> Outbox:
+    """``memory``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``; anything else is
+    a :class:`~cdptrack.config.ConfigError` that names the setting."""
+    text = (url or "memory").strip()
+    if text in {"memory", "memory://", "mem"}:
+        from .outbox_memory import MemoryOutbox
+
+        return MemoryOutbox(max_queue=max_queue)
+    if text.startswith("sqlite://"):
+        from .outbox_sqlite import SQLiteOutbox
+
+        return SQLiteOutbox.from_url(text, max_queue=max_queue)
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(
+            "outbox: a Redis outbox (CDPTRACK_OUTBOX=redis://...) is not supported yet; "
+            "use 'memory' or 'sqlite:///path/to/outbox.db'"
+        )
+    raise ConfigError(
+        f"outbox must be 'memory' or 'sqlite:///path', got {text!r} (CDPTRACK_OUTBOX)"
+    )
+
+
+def truncate(text: str, secrets: Iterable[str] = (), limit: int = MAX_RESPONSE_CHARS) -> str:
+    """An API's answer as stored: secrets scrubbed, at most ``limit`` characters."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text if len(text) <= limit else text[:limit] + "...(truncated)"

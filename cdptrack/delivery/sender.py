@@ -1,0 +1,264 @@
+"""The sender: a background thread running its own asyncio loop, with a dispatcher that
+renders new events and one :class:`~.lane.Lane` per destination.
+
+Why a thread with its own loop, also for ASGI apps: the sender then never competes with
+the app's request handling for its event loop, SQLite calls never block the app's loop,
+and the same code serves WSGI apps, scripts and ASGI apps.  The app-facing side is just
+``Outbox.put`` plus a cheap wake-up.
+
+Rendering (``render_event``) and JSON encoding happen here, not in ``capture``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..config import Config
+from ..destinations import render_event
+from ..destinations.base import WireRequest
+from ..events import Event, EventError
+from .callbacks import Callbacks
+from .counters import Counters
+from .lane import Lane
+from .outbox import Outbox, Payload, Routing
+from .outbox_memory import MemoryOutbox
+from .retry import RetryPolicy, wait_event
+
+logger = logging.getLogger("cdptrack")
+
+TAKE = 256  # new events rendered per dispatcher round
+MAINTAIN_EVERY = 5.0  # seconds between outbox housekeeping rounds
+
+
+class Sender:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        outbox: Outbox,
+        counters: Counters,
+        policy: RetryPolicy,
+        callbacks: Callbacks,
+        concurrency: int,
+        timeout: float,
+    ) -> None:
+        self._config = config
+        self._outbox = outbox
+        self._counters = counters
+        self._policy = policy
+        self._callbacks = callbacks
+        self._concurrency = concurrency
+        self._timeout = timeout
+        self._destinations: tuple[str, ...] = config.enabled()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._idle = False
+        self._wake: asyncio.Event | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._lanes: dict[str, Lane] = {}
+
+    # -- called from any thread ----------------------------------------------------------
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cdptrack-sender", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+
+    def notify(self) -> None:
+        """New work: wake the dispatcher if it sleeps.  Costs nothing when it is busy."""
+        if self._idle:
+            self._idle = False
+            loop, wake = self._loop, self._wake
+            if loop is not None and wake is not None:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(wake.set)
+
+    def poke(self) -> None:
+        """Wake the dispatcher and every lane (work appeared outside ``capture``)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._wake_all)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the lanes (unfinished work: kept by a durable outbox, else counted as
+        ``dropped:shutdown``) and the thread.  True when the thread ended in time."""
+        loop, stop = self._loop, self._stop_requested
+        if self._thread is None:
+            return True
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.set)
+        self._thread.join(max(0.1, timeout))
+        return not self._thread.is_alive()
+
+    # -- the sender thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main(loop))
+        except Exception:
+            logger.exception("cdptrack: the sender stopped unexpectedly")
+        finally:
+            self._ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            self._loop = None
+            self._stopped.set()
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._wake = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._loop = loop
+        try:
+            self._outbox.start()
+        except Exception:
+            logger.exception("cdptrack: cannot open the outbox %s", self._outbox.url)
+            self._ready.set()
+            return
+        for name in self._destinations:
+            self._counters.ensure(name)
+            self._lanes[name] = Lane(
+                name, outbox=self._outbox, config=self._config, counters=self._counters,
+                policy=self._policy, callbacks=self._callbacks,
+                concurrency=self._concurrency, timeout=self._timeout,
+            )
+        if not self._destinations:
+            logger.warning("cdptrack: no destination is configured; events go nowhere")
+        for lane in self._lanes.values():
+            lane.start()
+        dispatcher = asyncio.create_task(self._dispatch(), name="cdptrack-dispatcher")
+        upkeep = asyncio.create_task(self._maintain(), name="cdptrack-maintain")
+        self._ready.set()
+        await self._stop_requested.wait()
+        dispatcher.cancel()
+        upkeep.cancel()
+        await asyncio.gather(dispatcher, upkeep, return_exceptions=True)
+        for lane in self._lanes.values():
+            await lane.stop()
+        self._count_leftovers()
+        try:
+            self._outbox.close()
+        except Exception:
+            logger.exception("cdptrack: closing the outbox failed")
+
+    def _count_leftovers(self) -> None:
+        outbox = self._outbox
+        if isinstance(outbox, MemoryOutbox):
+            new = outbox.pending_new()
+            for name in self._destinations:
+                self._counters.drop(name, "shutdown", len(new))
+            if new:
+                outbox.route([Routing(key, None) for key, _ in new])
+            for name, lost in outbox.drain_backlog().items():
+                self._counters.drop(name, "shutdown", lost)
+        else:
+            waiting = outbox.open_count()
+            if waiting:
+                logger.info("cdptrack: %d events stay in %s for the next start",
+                            waiting, outbox.url)
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(MAINTAIN_EVERY)
+            try:
+                more = self._outbox.maintain()
+            except Exception:
+                logger.exception("cdptrack: outbox housekeeping failed")
+                continue
+            if more:
+                self._wake_all()
+
+    def _wake_all(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        for lane in self._lanes.values():
+            lane.wake()
+
+    async def _dispatch(self) -> None:
+        assert self._wake is not None
+        outbox = self._outbox
+        for lane in self._lanes.values():
+            lane.wake()  # a durable outbox may hold deliveries from the last run
+        while True:
+            items = outbox.take_new(TAKE)
+            if not items:
+                self._idle = True
+                items = outbox.take_new(TAKE)  # re-check after announcing the nap
+                if not items:
+                    await wait_event(self._wake, 1.0)
+                    self._wake.clear()
+                    self._idle = False
+                    continue
+                self._idle = False
+            try:
+                self._route(items)
+            except Exception:
+                logger.exception("cdptrack: routing %d events failed", len(items))
+            await asyncio.sleep(0)  # let the lanes run between rounds
+
+    def _route(self, items: Sequence[tuple[int, Payload | str]]) -> None:
+        routings: list[Routing] = []
+        touched: set[str] = set()
+        for key, payload in items:
+            event = self._validate(payload)
+            routing = Routing(key, event)
+            routings.append(routing)
+            if event is None:
+                continue
+            try:
+                rendered = render_event(event, self._config, self._destinations)
+            except Exception:
+                logger.exception("cdptrack: rendering %s failed", event.label)
+                for name in self._destinations:
+                    self._counters.drop(name, "render_error")
+                routing.event = None
+                continue
+            for destination, reason in rendered.skipped:
+                self._counters.drop(destination, reason)
+                self._callbacks.drop(event, destination, reason)
+            by_destination: dict[str, list[WireRequest]] = {}
+            for request in rendered.requests:
+                by_destination.setdefault(request.destination, []).append(request)
+            routing.requests = by_destination
+            touched.update(by_destination)
+        for key, destination in self._outbox.route(routings):
+            self._counters.drop(destination, "queue_full")
+            event_of = next((r.event for r in routings if r.key == key), None)
+            self._callbacks.drop(event_of, destination, "queue_full")
+        for name in touched:
+            lane = self._lanes.get(name)
+            if lane is not None:
+                lane.wake()
+
+    def _validate(self, payload: Payload | str) -> Event | None:
+        if isinstance(payload, Event):
+            return payload
+        try:
+            data: Any = json.loads(payload) if isinstance(payload, str) else payload
+            if not isinstance(data, Mapping):
+                raise EventError("event", "must be a JSON object")
+            return Event.from_dict(data)
+        except (EventError, ValueError, TypeError) as exc:
+            logger.warning("cdptrack: invalid event dropped: %s", exc)
+            for name in self._destinations:
+                self._counters.drop(name, "invalid")
+                self._callbacks.drop(payload, name, "invalid")
+            return None
