@@ -1,0 +1,245 @@
+"""Pure ASGI middleware: one line turns a Starlette/FastAPI (or any ASGI) shop into events.
+
+Modelled on Starlette's gzip and OpenTelemetry middlewares: non-HTTP scopes pass
+straight through; per-request state lives in the scope and in closures, never on the
+instance; ``send`` is wrapped to see the status and headers at ``http.response.start``
+(where the ``sc`` cookie is added for a new visitor, the only change ever made to the
+response) and the last ``http.response.body``, after which the route the app matched
+(``scope["route"]``, ``scope["endpoint"]``, ``path_params``, ``root_path`` of mounts)
+is read and the events are built.  No request body is read.  A guard key in the scope
+makes a second installation a no-op.  Never ``BaseHTTPMiddleware``: it breaks context
+variables and background tasks.
+
+With ``manage_tracker`` (the default when the middleware created its own tracker) the
+lifespan messages start the tracker and flush it at shutdown, leaving the app's own
+lifespan untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .config import Config
+from .observe_core import EventSink, Observer, fill_session_from_cookies, make_observer
+from .observe_options import ObserveOptions
+from .observe_state import GUARD_KEY, STATE_KEY, RequestState, current_state
+from .session import snapshot
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_WANTED_HEADERS = frozenset(
+    {b"cookie", b"user-agent", b"sec-gpc", b"sec-purpose", b"purpose", b"x-purpose",
+     b"x-moz", b"referer", b"host", b"x-forwarded-for", b"x-forwarded-proto",
+     b"x-forwarded-host"}
+)
+SHUTDOWN_TIMEOUT = 5.0
+
+
+class CDPTrackMiddleware:
+    """``app = CDPTrackMiddleware(app, tracker)`` or
+    ``app.add_middleware(CDPTrackMiddleware, tracker=tracker, **options)``.
+
+    Without ``tracker`` one is made from ``config`` (or the ``CDPTRACK_*`` environment)
+    and started and stopped with the app's lifespan.  ``options`` and the flat keyword
+    options are :class:`~cdptrack.observe_options.ObserveOptions` (cookie, session,
+    consent, route rules, ...) or :class:`~cdptrack.Config` settings.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tracker: EventSink | None = None,
+        *,
+        config: Config | None = None,
+        options: ObserveOptions | None = None,
+        observer: Observer | None = None,
+        manage_tracker: bool | None = None,
+        **flat_options: Any,
+    ) -> None:
+        self.app = app
+        if observer is None:
+            observer, created = make_observer(tracker, config=config, options=options,
+                                              **flat_options)
+        else:
+            created = False
+        self.observer = observer
+        self.manage_tracker = created if manage_tracker is None else manage_tracker
+
+    @property
+    def tracker(self) -> EventSink:
+        return self.observer.tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type == "lifespan" and self.manage_tracker and GUARD_KEY not in scope:
+            scope[GUARD_KEY] = True
+            await self._lifespan(scope, receive, send)
+            return
+        if scope_type != "http" or GUARD_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        scope[GUARD_KEY] = True
+        state = self._begin(scope)
+        if state is None:
+            await self.app(scope, receive, send)
+            return
+        observer = self.observer
+        session_cookie = observer.options.session_cookie_name.encode("latin-1") + b"="
+
+        async def send_tracked(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                message = _on_start(observer, state, message, session_cookie)
+            elif (kind == "http.response.body" and not message.get("more_body", False)) \
+                    or kind == "http.response.pathsend":
+                await send(message)
+                _finish(observer, state, scope)
+                return
+            await send(message)
+
+        token = current_state.set(state)
+        try:
+            await self.app(scope, receive, send_tracked)
+        finally:
+            current_state.reset(token)
+
+    def _begin(self, scope: Scope) -> RequestState | None:
+        observer = self.observer
+        try:
+            headers: dict[str, str] = {}
+            for name, value in scope.get("headers") or ():
+                if name in _WANTED_HEADERS:
+                    key = name.decode("latin-1")
+                    if key not in headers:
+                        headers[key] = value.decode("latin-1")
+            client = scope.get("client")
+            root_path = scope.get("root_path", "")
+            path = scope.get("path", "/")
+            if root_path and not path.startswith(root_path):
+                path = root_path + path
+            host = headers.get("host")
+            if host is None:
+                server = scope.get("server")
+                host = f"{server[0]}:{server[1]}" if server else "localhost"
+            state = observer.begin(
+                scope.get("method", "GET"), scope.get("scheme", "http"), host, path,
+                (scope.get("query_string") or b"").decode("latin-1"), root_path,
+                client[0] if client else None, headers, scope,
+            )
+            if state is None:
+                return None
+            scope[STATE_KEY] = state
+            session = scope.get("session")
+            if session is not None:
+                state.session_before = snapshot(session, observer.options)
+            return state
+        except Exception:
+            observer.error("begin")
+            return None
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracker = self.observer.tracker
+        observer = self.observer
+
+        async def receive_lifespan() -> Message:
+            message = await receive()
+            if message.get("type") == "lifespan.startup":
+                try:
+                    start = getattr(tracker, "astart", None)
+                    if start is not None:
+                        await start()
+                except Exception:
+                    observer.error("lifespan_startup")
+            return message
+
+        async def send_lifespan(message: Message) -> None:
+            if message.get("type") in ("lifespan.shutdown.complete",
+                                       "lifespan.shutdown.failed"):
+                await ashutdown(tracker, observer)
+            await send(message)
+
+        await self.app(scope, receive_lifespan, send_lifespan)
+
+
+async def ashutdown(tracker: Any, observer: Observer, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    """Flush and stop a tracker from async code, bounded, never raising."""
+    try:
+        stop = getattr(tracker, "ashutdown", None)
+        if stop is not None:
+            await stop(timeout)
+            return
+        sync_stop = getattr(tracker, "shutdown", None)
+        if sync_stop is not None:
+            await asyncio.to_thread(sync_stop, timeout)
+    except Exception:
+        observer.error("lifespan_shutdown")
+
+
+def _on_start(observer: Observer, state: RequestState, message: Message,
+              session_cookie: bytes) -> Message:
+    try:
+        headers = message.get("headers") or []
+        for name, value in headers:
+            lower = name.lower()
+            if lower == b"content-type":
+                state.html = value[:9].lower() == b"text/html"
+            elif lower == b"set-cookie" and value.startswith(session_cookie):
+                from .session import session_from_set_cookie
+
+                state.session_cookie_after = session_from_set_cookie(value.decode("latin-1"))
+        cookie = observer.response_cookie(state, message["status"])
+        if cookie is not None:
+            return {**message, "headers": [*headers, (b"set-cookie", cookie.encode("latin-1"))]}
+    except Exception:
+        observer.error("response_start")
+    return message
+
+
+def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
+    try:
+        read_route(state, scope)
+        session = scope.get("session")
+        if session is not None and state.session_after is None:
+            state.session_after = snapshot(session, observer.options)
+        fill_session_from_cookies(observer, state, "starlette")
+    except Exception:
+        observer.error("finish")
+        return
+    observer.finish(state)
+
+
+def read_route(state: RequestState, scope: Scope) -> None:
+    """The route the app matched, from the scope the router wrote into (no re-matching).
+
+    Mounted sub-apps and prefixed routers: the innermost router wrote ``route`` and the
+    mounts extended ``root_path``; the full template is the mount prefix (``root_path``
+    past the server's own root path) plus the route's ``path_format``.
+    """
+    if state.route_template is not None:
+        return
+    route = scope.get("route")
+    endpoint = scope.get("endpoint")
+    state.path_params = scope.get("path_params")
+    state.endpoint = endpoint
+    if route is None:
+        if endpoint is not None:
+            state.endpoint_name = getattr(endpoint, "__name__", None)
+        return
+    name = getattr(route, "name", None)
+    state.endpoint_name = name if isinstance(name, str) else getattr(endpoint, "__name__", None)
+    path_format = getattr(route, "path_format", None)
+    if not isinstance(path_format, str) or type(route).__name__ in ("Mount", "Host"):
+        return
+    root_path = scope.get("root_path", "")
+    app_root = scope.get("app_root_path", state.script_root)
+    prefix = root_path[len(app_root):] if root_path.startswith(app_root) else root_path
+    state.route_template = prefix.rstrip("/") + path_format if prefix else path_format
+
+
+__all__ = ["CDPTrackMiddleware", "ashutdown", "read_route"]

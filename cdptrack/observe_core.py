@@ -1,0 +1,268 @@
+"""The observer: the protocol-free heart shared by the ASGI and WSGI middlewares.
+
+It decides at the start of a request whether the request is tracked at all (method,
+static file, prefetch, bot, consent), gives it a visitor id, says at response start
+whether the ``sc`` cookie must be set, and at the end builds the events and hands them
+to the tracker.  Every step is guarded: an error inside cdptrack is logged and counted,
+never raised into the shop's request.
+
+The observer holds only cross-request state that must be shared: counters and the
+bounded memory of orders already reported (so reloading a thank-you page does not send
+Order Completed twice).  Everything about one request lives in its
+:class:`~cdptrack.observe_state.RequestState`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from .events import ORDER_COMPLETED, Event
+from .observe_events import build_events
+from .observe_options import ObserveOptions
+from .observe_state import RequestState
+from .visitor import new_sc, parse_cookies, set_cookie_header, valid_sc
+
+logger = logging.getLogger("cdptrack.observe")
+
+TRACKED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off", "deny", "denied", "reject"})
+
+
+class EventSink(Protocol):
+    """What the middleware needs from a tracker: a constant-time ``capture``."""
+
+    def capture(self, event: Event) -> None: ...
+
+
+class Observer:
+    """Turns requests into canonical events for one tracker, with one set of options."""
+
+    def __init__(self, tracker: EventSink, options: ObserveOptions | None = None) -> None:
+        self.tracker = tracker
+        self.options = options or ObserveOptions()
+        opts = self.options
+        self._is_bot: Callable[[str], Any] = re.compile(opts.bot_pattern, re.I).search
+        wanted = [opts.cookie_name, opts.session_cookie_name]
+        if opts.consent_cookie:
+            wanted.append(opts.consent_cookie)
+        self.wanted_cookies = tuple(wanted)
+        self._static_prefixes = opts.static_prefixes + opts.ignore_paths
+        self._static_suffixes = tuple(s.lower() for s in opts.static_suffixes)
+        self.counters: Counter[str] = Counter()
+        self._orders: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._orders_lock = threading.Lock()
+
+    # -- start of a request --------------------------------------------------------------
+
+    def begin(
+        self,
+        method: str,
+        scheme: str,
+        host: str,
+        path: str,
+        query: str,
+        script_root: str,
+        ip: str | None,
+        headers: Mapping[str, str],
+        raw: Any,
+    ) -> RequestState | None:
+        """A new request's state, or ``None`` when this request is never tracked."""
+        try:
+            return self._begin(method, scheme, host, path, query, script_root, ip, headers,
+                               raw)
+        except Exception:
+            self.error("begin")
+            return None
+
+    def _begin(self, method: str, scheme: str, host: str, path: str, query: str,
+               script_root: str, ip: str | None, headers: Mapping[str, str],
+               raw: Any) -> RequestState | None:
+        counters = self.counters
+        counters["requests"] += 1
+        if method not in TRACKED_METHODS:
+            counters["skipped_method"] += 1
+            return None
+        local = path[len(script_root):] if script_root and path.startswith(script_root) \
+            else path
+        if local.startswith(self._static_prefixes) or local.lower().endswith(
+                self._static_suffixes):
+            counters["skipped_static"] += 1
+            return None
+        get = headers.get
+        if "prefetch" in (get("sec-purpose") or get("purpose") or get("x-purpose")
+                          or get("x-moz") or "").lower():
+            counters["skipped_prefetch"] += 1
+            return None
+        user_agent = get("user-agent")
+        if user_agent and self._is_bot(user_agent):
+            counters["skipped_bot"] += 1
+            return None
+        opts = self.options
+        if opts.trust_forwarded:
+            forwarded = get("x-forwarded-for")
+            if forwarded:
+                ip = forwarded.split(",", 1)[0].strip() or ip
+            scheme = (get("x-forwarded-proto") or scheme).split(",", 1)[0].strip()
+            host = (get("x-forwarded-host") or host).split(",", 1)[0].strip()
+        cookies = parse_cookies(get("cookie"), self.wanted_cookies)
+        state = RequestState(method, scheme, host, path, query, script_root, ip, user_agent,
+                             get("referer"), cookies, raw)
+        if not self._consented(state, get("sec-gpc")):
+            counters["skipped_no_consent"] += 1
+            return None
+        sc = cookies.get(opts.cookie_name)
+        if sc is not None and not valid_sc(sc):
+            counters["sc_rejected"] += 1
+            sc = None
+        if sc is None:
+            sc = new_sc()
+            state.sc_new = True
+        state.sc = sc
+        return state
+
+    def _consented(self, state: RequestState, gpc: str | None) -> bool:
+        opts = self.options
+        if opts.honour_gpc and gpc is not None and gpc.strip() == "1":
+            return False
+        if opts.consent_cookie:
+            value = state.cookies.get(opts.consent_cookie)
+            if value is None:
+                return False
+            if opts.consent_value is not None:
+                if value != opts.consent_value:
+                    return False
+            elif value.strip().lower() in _FALSE_WORDS:
+                return False
+        if opts.consent is not None:
+            try:
+                return bool(opts.consent(state))
+            except Exception:
+                self.error("consent")
+                return False
+        return True
+
+    # -- response start ------------------------------------------------------------------
+
+    def response_cookie(self, state: RequestState, status: int) -> str | None:
+        """The ``Set-Cookie`` value for a new visitor, when this response may carry it."""
+        state.status = status
+        opts = self.options
+        if not state.sc_new or not opts.set_cookie or state.skip or not 200 <= status < 400:
+            return None
+        self.counters["sc_created"] += 1
+        return set_cookie_header(
+            opts.cookie_name, state.sc or "", max_age=opts.cookie_max_age,
+            path=opts.cookie_path, domain=opts.cookie_domain, secure=state.scheme == "https",
+        )
+
+    # -- end of a request ----------------------------------------------------------------
+
+    def finish(self, state: RequestState) -> None:
+        """Build the request's events and capture them.  Never raises."""
+        try:
+            user = state.user
+            loader = self.options.user_loader
+            if user is None and loader is not None and 200 <= state.status < 400:
+                try:
+                    user = loader(state.request if state.request is not None else state.raw)
+                except Exception:
+                    self.error("user_loader")
+            built = build_events(state, self.options, user)
+            counters = self.counters
+            for problem in built.problems:
+                counters[problem] += 1
+            for event in built.events:
+                if event.event == ORDER_COMPLETED and not self._first_report(event):
+                    counters["orders_deduplicated"] += 1
+                    continue
+                self.tracker.capture(event)
+                counters["events"] += 1
+        except Exception:
+            self.error("finish")
+
+    def _first_report(self, event: Event) -> bool:
+        key = (event.visitor.sc or "", str(event.properties.get("order_id")))
+        with self._orders_lock:
+            if key in self._orders:
+                self._orders.move_to_end(key)
+                return False
+            self._orders[key] = None
+            while len(self._orders) > self.options.order_dedupe_size:
+                self._orders.popitem(last=False)
+        return True
+
+    def error(self, where: str) -> None:
+        """Log and count an error inside cdptrack (the shop's request carries on)."""
+        self.counters["errors"] += 1
+        self.counters[f"errors_{where}"] += 1
+        logger.warning("cdptrack: error in %s (request not affected)", where, exc_info=True)
+
+    def stats(self) -> dict[str, int]:
+        """The counters: requests seen, skipped by reason, events captured, errors."""
+        return dict(self.counters)
+
+
+__all__ = ["TRACKED_METHODS", "EventSink", "Observer"]
+
+
+def make_observer(
+    tracker: EventSink | None = None,
+    *,
+    config: Any = None,
+    options: ObserveOptions | None = None,
+    **flat: Any,
+) -> tuple[Observer, bool]:
+    """An observer from an adapter's flat keyword options; ``True`` when the tracker was
+    created here (the adapter then owns its start and shutdown)."""
+    from .config import Config
+    from .observe_options import split_options
+
+    config_kw, observe_kw = split_options(flat)
+    opts = (options or ObserveOptions()).with_overrides(**observe_kw) if observe_kw \
+        else (options or ObserveOptions())
+    created = False
+    if tracker is None:
+        from .client import Tracker
+
+        if config is None:
+            config = Config.from_env(**config_kw)
+        elif config_kw:
+            config = config.with_overrides(**config_kw)
+        tracker = Tracker(config)
+        created = True
+    elif config_kw:
+        raise ValueError("destination settings given with a ready tracker; pass them to "
+                         "the tracker instead: " + ", ".join(sorted(config_kw)))
+    return Observer(tracker, opts), created
+
+
+def fill_session_from_cookies(observer: Observer, state: RequestState, fmt: str) -> None:
+    """When no adapter handed over the live session, read it from the signed cookies:
+    before from the request's cookie, after from the response's ``Set-Cookie`` (or
+    unchanged when the response set none).  Needs ``session_secret``."""
+    from .session import decode_session_cookie, snapshot
+
+    opts = observer.options
+    if opts.session_secret is None:
+        return
+    secret = opts.session_secret.reveal()
+    fmt = opts.session_format or fmt
+    if state.session_before is None:
+        raw = decode_session_cookie(state.cookies.get(opts.session_cookie_name), secret, fmt,
+                                    opts.session_max_age)
+        state.session_before = snapshot(raw or {}, opts)
+    if state.session_after is None:
+        if state.session_cookie_after is None:
+            state.session_after = state.session_before
+        elif state.session_cookie_after == "":
+            state.session_after = snapshot({}, opts)  # the response deleted the session
+        else:
+            raw = decode_session_cookie(state.session_cookie_after, secret, fmt,
+                                        opts.session_max_age)
+            if raw is not None:
+                state.session_after = snapshot(raw, opts)

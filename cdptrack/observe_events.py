@@ -1,0 +1,190 @@
+"""From a finished request to canonical events: a pure decision, no I/O.
+
+Given what the middleware and the view recorded (:class:`RequestState`) this decides
+which canonical events the request means, in the order a CDP wants them: ``identify``
+first (so the profile exists), then ``page``, then the page's own event (Product Viewed,
+Product List Viewed, Products Searched, Order Completed, Product Added to Wishlist),
+then Cart Updated and the view's custom events.
+
+Rules: page-like events only for a GET answered 2xx (``page`` only for HTML); actions
+(cart changes, sign-in, wishlist, orders) for any 2xx and for 3xx, the answer of a
+POST-redirect-GET form.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+from typing import Any
+
+from .events import (
+    CART_UPDATED,
+    ORDER_COMPLETED,
+    PRODUCT_ADDED_TO_WISHLIST,
+    PRODUCT_LIST_VIEWED,
+    PRODUCT_VIEWED,
+    PRODUCTS_SEARCHED,
+    Event,
+    EventError,
+    Visitor,
+    normalize_properties,
+)
+from .inference import (
+    PAGE_NAMES,
+    catalogue_product,
+    category_details,
+    key_value,
+    order_details,
+    product_details,
+    resolve_page,
+    search_details,
+)
+from .observe_options import ObserveOptions
+from .observe_state import RequestState
+from .session import cart_changes
+from .visitor import identity_from_user
+
+logger = logging.getLogger("cdptrack.observe")
+
+_IDENTITY_KEYS = ("user_id", "email", "phone")
+_TRAIT_KEYS = ("email", "phone", "name", "user_id", "external_customer_id")
+
+
+class Built:
+    """The events of one request and the reasons some were not made (for counters)."""
+
+    __slots__ = ("events", "problems")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.problems: list[str] = []
+
+
+def build_events(state: RequestState, options: ObserveOptions,
+                 user: Any = None) -> Built:
+    """Every canonical event ``state`` stands for (see the module docstring)."""
+    out = Built()
+    status = state.status
+    if state.skip or not 200 <= status < 400:
+        return out
+    page_ok = status < 300 and state.method == "GET"
+    decl = resolve_page(state, options)
+    kind = decl.kind if decl is not None else None
+    key = key_value(state, decl) if decl is not None else None
+
+    identity = dict(state.session_after.identity or {}) if state.session_after else {}
+    if user is not None:
+        for name, value in identity_from_user(user).items():
+            identity.setdefault(name, value)
+    if state.visitor_extra:
+        identity.update(state.visitor_extra)
+    identity.pop("sc", None)
+    if "external_customer_id" not in identity and "user_id" in identity:
+        identity["external_customer_id"] = identity["user_id"]
+    visitor = Visitor(sc=state.sc, **identity)
+    context = {"ip": state.ip, "user_agent": state.user_agent, "url": state.url}
+    if context["ip"] is None:
+        del context["ip"]
+    now = datetime.now(timezone.utc)
+
+    def add(etype: str, name: str | None, props: dict[str, Any],
+            traits: dict[str, Any] | None = None, page_name: str | None = None,
+            who: Visitor = visitor) -> None:
+        try:
+            event = Event(
+                type=etype,  # type: ignore[arg-type]
+                event=name,
+                name=page_name,
+                visitor=who,
+                properties=normalize_properties(props),
+                traits=traits or {},
+                context=context,
+                timestamp=now,
+                message_id=str(uuid.uuid4()),
+            )
+        except EventError as exc:
+            out.problems.append("invalid_event")
+            logger.warning("cdptrack: %s not sent: %s", name or etype, exc)
+            return
+        out.events.append(event)
+
+    # identify: a declared sign-in/registration, an identity that appeared or changed in
+    # the session (sign-in, checkout with an email), or the view's own track.identify().
+    before = state.session_before.identity if state.session_before else None
+    changed = any(identity.get(k) for k in _IDENTITY_KEYS) and before is not None and any(
+        identity.get(k) and identity.get(k) != before.get(k) for k in _IDENTITY_KEYS)
+    declared_identity = kind in ("sign_in", "register") and any(
+        identity.get(k) for k in _IDENTITY_KEYS)
+    if state.identify_traits is not None or state.visitor_extra or changed or declared_identity:
+        traits = {k: identity[k] for k in _TRAIT_KEYS if identity.get(k)}
+        traits.update(state.identify_traits or {})
+        if traits or identity:
+            add("identify", None, {}, traits=traits)
+
+    if page_ok and state.html and options.track_pages:
+        page_props: dict[str, Any] = {"url": state.url, "path": state.path}
+        if state.referer:
+            page_props["referrer"] = state.referer
+        if state.query:
+            page_props["search"] = "?" + state.query
+        add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""))
+
+    if kind == "product" and page_ok:
+        props = product_details(state, options, key)
+        if props.get("product_id") is not None:
+            add("track", PRODUCT_VIEWED, props)
+        else:
+            out.problems.append("product_without_id")
+    elif kind == "category" and page_ok:
+        add("track", PRODUCT_LIST_VIEWED, category_details(state, key))
+    elif kind == "search" and page_ok:
+        props = search_details(state, options, decl)  # type: ignore[arg-type]
+        if props.get("query"):
+            add("track", PRODUCTS_SEARCHED, props)
+    elif kind == "order" and (status < 300 or state.method != "GET"):
+        props, email = order_details(state, options, key)
+        if props.get("order_id") is None:
+            out.problems.append("order_without_id")
+        else:
+            who = visitor if visitor.email or not email else replace(visitor, email=email)
+            add("track", ORDER_COMPLETED, props, who=who)
+    elif kind == "wishlist" and (state.method != "GET" or decl is state.declared):
+        props = product_details(state, options, key)
+        if props.get("product_id") is not None:
+            add("track", PRODUCT_ADDED_TO_WISHLIST, props)
+        else:
+            out.problems.append("wishlist_without_id")
+
+    if state.session_before is not None and state.session_after is not None:
+        old, new = state.session_before.cart, state.session_after.cart
+        changes = cart_changes(old, new)
+        if changes is not None:
+            added, removed = changes
+            products = list((new or {}).values())
+            if options.catalogue is not None:
+                for line in (*products, *added, *removed):
+                    if "price" not in line or "name" not in line:
+                        for name, value in catalogue_product(
+                                options, line["product_id"]).items():
+                            line.setdefault(name, value)
+            props = {
+                "cart_id": state.session_after.cart_id or state.session_before.cart_id
+                or state.sc,
+                "products": products,
+                "added": added,
+                "removed": removed,
+            }
+            currency = options.currency or next(
+                (p["currency"] for p in products if isinstance(p.get("currency"), str)), None)
+            if currency:
+                props["currency"] = currency
+            add("track", CART_UPDATED, props)
+
+    for name, props in state.custom_events or ():
+        add("track", name, props)
+    return out
+
+
+__all__ = ["Built", "build_events"]

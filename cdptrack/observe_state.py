@@ -1,0 +1,147 @@
+"""What cdptrack knows about one request while it runs.
+
+One :class:`RequestState` per request lives in the ASGI scope or WSGI environ (under
+:data:`STATE_KEY`) and in a context variable, never on a middleware instance: concurrent
+requests share the middleware, so anything kept there would leak between shoppers.
+The middleware fills in the request line and headers; the app, its adapter and the
+view's declarations fill in the rest; the events are built from it once the response
+is complete.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+STATE_KEY = "cdptrack.state"
+GUARD_KEY = "cdptrack.installed"
+
+
+@dataclass(frozen=True, slots=True)
+class PageDeclaration:
+    """A view's own word on what page it is: a kind and the parameter holding its key."""
+
+    kind: str
+    key: str | None = None
+    query_param: str | None = None
+
+
+@dataclass(slots=True)
+class SessionSnapshot:
+    """The parts of a session cdptrack compares: cart lines, identity, last order."""
+
+    cart: dict[str, dict[str, Any]] | None = None
+    cart_id: str | None = None
+    identity: dict[str, str] | None = None
+    order: Any = None
+
+
+class RequestState:
+    """Per-request facts, filled in by the middleware, the adapter and the view."""
+
+    __slots__ = (
+        "cookies",
+        "custom_events",
+        "declared",
+        "endpoint",
+        "endpoint_name",
+        "host",
+        "html",
+        "identify_traits",
+        "ip",
+        "method",
+        "order_props",
+        "page_props",
+        "path",
+        "path_params",
+        "query",
+        "raw",
+        "referer",
+        "request",
+        "route_template",
+        "sc",
+        "sc_new",
+        "scheme",
+        "script_root",
+        "session_after",
+        "session_before",
+        "session_cookie_after",
+        "skip",
+        "status",
+        "template_context",
+        "user",
+        "user_agent",
+        "view_kwargs",
+        "view_result",
+        "visitor_extra",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        scheme: str,
+        host: str,
+        path: str,
+        query: str,
+        script_root: str,
+        ip: str | None,
+        user_agent: str | None,
+        referer: str | None,
+        cookies: dict[str, str],
+        raw: Any,
+    ) -> None:
+        self.method = method
+        self.scheme = scheme
+        self.host = host
+        self.path = path
+        self.query = query
+        self.script_root = script_root
+        self.ip = ip
+        self.user_agent = user_agent
+        self.referer = referer
+        self.cookies = cookies
+        self.raw = raw  # the scope or environ: what loaders and consent callables get
+        self.request: Any = None  # a framework request object, when an adapter has one
+        self.sc: str | None = None
+        self.sc_new = False
+        self.status = 0
+        self.html = False
+        self.route_template: str | None = None
+        self.endpoint: Any = None
+        self.endpoint_name: str | None = None
+        self.path_params: dict[str, Any] | None = None
+        self.declared: PageDeclaration | None = None
+        self.view_kwargs: dict[str, Any] | None = None
+        self.view_result: Any = None
+        self.template_context: Any = None
+        self.page_props: dict[str, Any] | None = None  # track.product(...) and friends
+        self.order_props: dict[str, Any] | None = None
+        self.identify_traits: dict[str, Any] | None = None
+        self.visitor_extra: dict[str, str] | None = None
+        self.custom_events: list[tuple[str, dict[str, Any]]] | None = None
+        self.session_before: SessionSnapshot | None = None
+        self.session_after: SessionSnapshot | None = None
+        self.session_cookie_after: str | None = None  # raw value from a Set-Cookie
+        self.user: Any = None
+        self.skip = False
+
+    @property
+    def url(self) -> str:
+        query = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{self.host}{self.path}{query}"
+
+    def __repr__(self) -> str:
+        return f"<RequestState {self.method} {self.path} status={self.status}>"
+
+
+current_state: ContextVar[RequestState | None] = ContextVar("cdptrack_request", default=None)
+
+__all__ = [
+    "GUARD_KEY",
+    "STATE_KEY",
+    "PageDeclaration",
+    "RequestState",
+    "SessionSnapshot",
+    "current_state",
+]

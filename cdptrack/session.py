@@ -1,0 +1,216 @@
+"""Reading a shop's session: the cart, the signed-in identity and the last order.
+
+Adapters hand cdptrack the live session (Flask's ``session``, Starlette's
+``scope["session"]``).  At the bare WSGI/ASGI level, when only the secret is known, the
+signed session cookie is decoded here instead: Flask's ``SecureCookieSessionInterface``
+format and Starlette's ``SessionMiddleware`` format, both with itsdangerous.  Nothing is
+trusted without a valid signature.
+
+The cart is read as the shop keeps it (a list of line dicts, or a dict of product id to
+quantity or line) and normalised to ``{product_id: line}`` so two snapshots can be
+compared; the difference becomes the ``added`` and ``removed`` lines of Cart Updated.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+
+from .observe_options import ObserveOptions
+from .observe_state import SessionSnapshot
+from .visitor import identity_from_session, raw_get, read_field
+
+FLASK_SESSION_MAX_AGE = 31 * 24 * 3600  # Flask's PERMANENT_SESSION_LIFETIME default
+STARLETTE_SESSION_MAX_AGE = 14 * 24 * 3600  # SessionMiddleware's default max_age
+MAX_SESSION_COOKIE = 8192
+
+# Product properties a cart or order line may carry into events (Segment v2 names).
+PRODUCT_KEYS: tuple[str, ...] = (
+    "product_id", "sku", "name", "price", "quantity", "category", "brand", "variant",
+    "currency", "url", "image_url", "in_stock", "discount", "coupon", "position", "tags",
+)
+_ID_NAMES = ("product_id", "id", "sku")
+_QTY_NAMES = ("quantity", "qty", "count")
+
+
+# --- signed session cookies ------------------------------------------------------------
+
+
+def decode_session_cookie(
+    value: str | None, secret: str, fmt: str, max_age: int | None = None
+) -> dict[str, Any] | None:
+    """The session dict in a signed cookie, or ``None`` when it is absent or not genuine."""
+    if not value or len(value) > MAX_SESSION_COOKIE:
+        return None
+    try:
+        if fmt == "flask":
+            serializer = URLSafeTimedSerializer(
+                secret,
+                salt="cookie-session",
+                signer_kwargs={"key_derivation": "hmac", "digest_method": hashlib.sha1},
+            )
+            data = serializer.loads(value, max_age=max_age or FLASK_SESSION_MAX_AGE)
+            data = _untag(data)
+        else:
+            signer = TimestampSigner(secret)
+            raw = signer.unsign(value.encode("utf-8"), max_age=max_age or STARLETTE_SESSION_MAX_AGE)
+            data = json.loads(base64.b64decode(raw))
+    except (BadData, ValueError, zlib.error, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def session_from_set_cookie(header_value: str) -> str | None:
+    """The new cookie value from a ``Set-Cookie`` header; ``""`` when it deletes it."""
+    first, _, attrs = header_value.partition(";")
+    _, _, value = first.partition("=")
+    value = value.strip().strip('"')
+    lowered = attrs.lower()
+    if not value or value == "null" or "max-age=0" in lowered.replace(" ", "") or (
+        "expires=thu, 01 jan 1970" in lowered
+    ):
+        return ""
+    return value
+
+
+def _untag(value: Any) -> Any:
+    # Flask's TaggedJSONSerializer marks non-JSON types as {" t": ...}; unwrap the common
+    # ones so a tuple cart or a tagged dict reads like the app sees it.
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, inner),) = value.items()
+            if key in (" t", " l"):
+                return [_untag(v) for v in inner]
+            if key == " di":
+                return {k: _untag(v) for k, v in inner.items()}
+            if key in (" u", " m", " d"):
+                return inner
+            if key == " b":
+                return base64.b64decode(inner)
+        return {k: _untag(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untag(v) for v in value]
+    return value
+
+
+# --- snapshots ------------------------------------------------------------------------
+
+
+def snapshot(session: Mapping[str, Any] | None, options: ObserveOptions) -> SessionSnapshot:
+    """Copy what cdptrack compares out of a live session (the view may mutate it later)."""
+    if session is None:
+        return SessionSnapshot()
+    raw_cart = raw_get(session, options.cart_key)
+    cart_id = raw_get(session, options.cart_id_key)
+    return SessionSnapshot(
+        cart=read_cart(raw_cart),
+        cart_id=str(cart_id) if isinstance(cart_id, (str, int)) else None,
+        identity=identity_from_session(session, options.identity_keys, options.user_key),
+        order=raw_get(session, options.order_key),
+    )
+
+
+def read_cart(raw: Any) -> dict[str, dict[str, Any]] | None:
+    """``{product_id: line}`` from a list of lines or a dict of id → quantity | line."""
+    if raw is None:
+        return None
+    lines: dict[str, dict[str, Any]] = {}
+    if isinstance(raw, Mapping):
+        for pid, item in raw.items():
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                line: dict[str, Any] | None = {"product_id": str(pid), "quantity": item}
+            else:
+                line = product_line(item, default_id=pid)
+            if line is not None:
+                _add_line(lines, line)
+        return lines
+    if isinstance(raw, (list, tuple)):
+        for item in raw:
+            line = product_line(item)
+            if line is not None:
+                _add_line(lines, line)
+        return lines
+    return None
+
+
+def _add_line(lines: dict[str, dict[str, Any]], line: dict[str, Any]) -> None:
+    pid = line["product_id"]
+    if pid in lines:
+        lines[pid]["quantity"] = lines[pid].get("quantity", 1) + line.get("quantity", 1)
+    else:
+        lines[pid] = line
+
+
+def product_line(item: Any, default_id: Any = None) -> dict[str, Any] | None:
+    """A product dict with Segment v2 keys from a mapping or object; ``None`` without id."""
+    if item is None or isinstance(item, (str, bytes, bool, int, float)):
+        return None
+    pid = None
+    for name in _ID_NAMES:
+        pid = read_field(item, name)
+        if pid is not None and not isinstance(pid, bool):
+            break
+    if pid is None:
+        pid = default_id
+    if pid is None or not isinstance(pid, (str, int)) or str(pid) == "":
+        return None
+    line: dict[str, Any] = {"product_id": str(pid)}
+    for key in PRODUCT_KEYS[1:]:
+        if key == "quantity":
+            continue
+        value = read_field(item, key)
+        if value is not None and isinstance(value, (str, int, float, bool, dict, list)):
+            line[key] = value
+    if "name" not in line:
+        title = read_field(item, "title")
+        if isinstance(title, str):
+            line["name"] = title
+    for name in _QTY_NAMES:
+        qty = read_field(item, name)
+        if isinstance(qty, (int, float)) and not isinstance(qty, bool):
+            line["quantity"] = qty
+            break
+    else:
+        line["quantity"] = 1
+    return line
+
+
+def cart_changes(
+    before: dict[str, dict[str, Any]] | None, after: dict[str, dict[str, Any]] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """``(added, removed)`` lines with quantity deltas, or ``None`` when nothing changed."""
+    old = before or {}
+    new = after or {}
+    if before is None and after is None:
+        return None
+    added: list[dict[str, Any]] = []
+    removed: list[dict[str, Any]] = []
+    for pid, line in new.items():
+        delta = line.get("quantity", 1) - old.get(pid, {}).get("quantity", 0)
+        if delta > 0:
+            added.append({**line, "quantity": delta})
+        elif delta < 0:
+            removed.append({**line, "quantity": -delta})
+    for pid, line in old.items():
+        if pid not in new:
+            removed.append(dict(line))
+    if not added and not removed:
+        return None
+    return added, removed
+
+
+__all__ = [
+    "PRODUCT_KEYS",
+    "cart_changes",
+    "decode_session_cookie",
+    "product_line",
+    "read_cart",
+    "session_from_set_cookie",
+    "snapshot",
+]

@@ -1,0 +1,191 @@
+"""Who is shopping: the ``sc`` visitor cookie and the signed-in identity.
+
+The ``sc`` cookie is Yespo's visitor id (an upper-case UUID written by Yespo's site
+script); cdptrack reads it and, when a visitor has none, creates one the same way so
+server-side events and the browser script agree on who the visitor is.  A value that is
+malformed or oversized is treated as missing (and counted): it would otherwise travel
+to four APIs as an identifier.
+
+Identity (user id, email, phone, name, external id, Orangepill identity) comes from the
+session, by configurable keys, or from a user object the shop's loader returns.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+MAX_SC_LENGTH = 64
+MAX_IDENTITY_LENGTH = 320
+_SC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def new_sc() -> str:
+    """A fresh visitor id, as Yespo's script makes them: an upper-case UUID4."""
+    return str(uuid.uuid4()).upper()
+
+
+def valid_sc(value: str | None) -> bool:
+    """A usable ``sc`` value: 1-64 characters of letters, digits, ``-``, ``_`` or ``.``."""
+    return value is not None and len(value) <= MAX_SC_LENGTH and bool(_SC_RE.match(value))
+
+
+def parse_cookies(header: str | None, wanted: tuple[str, ...]) -> dict[str, str]:
+    """The ``wanted`` cookies from a ``Cookie`` header; the first occurrence wins.
+
+    Only the named cookies are picked out (a shop may send dozens); quoted values are
+    unquoted the simple way browsers send them.
+    """
+    out: dict[str, str] = {}
+    if not header:
+        return out
+    for part in header.split(";"):
+        name, sep, value = part.partition("=")
+        if not sep:
+            continue
+        name = name.strip()
+        if name in wanted and name not in out:
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            out[name] = value
+    return out
+
+
+def set_cookie_header(
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    path: str = "/",
+    domain: str | None = None,
+    secure: bool = False,
+) -> str:
+    """The ``Set-Cookie`` value for the visitor cookie (``SameSite=Lax``, no HttpOnly:
+    Yespo's browser script reads the same cookie)."""
+    parts = [f"{name}={value}", f"Max-Age={max_age}", f"Path={path}"]
+    if domain:
+        parts.append(f"Domain={domain}")
+    if secure:
+        parts.append("Secure")
+    parts.append("SameSite=Lax")
+    return "; ".join(parts)
+
+
+# --- identity ------------------------------------------------------------------------
+
+# Attribute or key names of a user object, per visitor field.
+USER_OBJECT_FIELDS: dict[str, tuple[str, ...]] = {
+    "user_id": ("user_id", "id", "pk", "uid"),
+    "email": ("email", "email_address"),
+    "phone": ("phone", "phone_number", "mobile"),
+    "name": ("name", "full_name", "display_name"),
+    "external_customer_id": ("external_customer_id", "customer_id"),
+    "yespo_contact_id": ("yespo_contact_id",),
+    "orangepill_identity": ("orangepill_identity", "orangepill_identity_id"),
+}
+
+
+def identity_from_session(
+    session: Mapping[str, Any],
+    keys: Mapping[str, tuple[str, ...]],
+    user_key: str | None = "user",
+) -> dict[str, str]:
+    """Visitor fields from a session: flat keys first, then a ``user`` dict/object.
+
+    Uses ``dict.get`` directly on dict sessions so that reading does not mark a Flask
+    session as accessed (which would add ``Vary: Cookie`` to the shop's response).
+    """
+    out: dict[str, str] = {}
+    for field_name, names in keys.items():
+        for name in names:
+            value = _identity_value(raw_get(session, name))
+            if value is not None:
+                out[field_name] = value
+                break
+    if user_key:
+        user = raw_get(session, user_key)
+        if user is not None:
+            for field_name, value in identity_from_user(user).items():
+                out.setdefault(field_name, value)
+    return out
+
+
+def identity_from_user(user: Any) -> dict[str, str]:
+    """Visitor fields from a user object or mapping (Flask-Login's ``current_user``, an
+    ORM model, a pydantic model, a dict).  An anonymous user gives nothing."""
+    if user is None or isinstance(user, (str, bytes, int, float, bool)):
+        return {}
+    if getattr(user, "is_authenticated", True) is False:
+        return {}
+    out: dict[str, str] = {}
+    for field_name, names in USER_OBJECT_FIELDS.items():
+        for name in names:
+            value = _identity_value(read_field(user, name))
+            if value is not None:
+                out[field_name] = value
+                break
+    if "user_id" not in out:
+        get_id = getattr(user, "get_id", None)  # Flask-Login's UserMixin
+        if callable(get_id):
+            try:
+                value = _identity_value(get_id())
+            except Exception:
+                value = None
+            if value is not None:
+                out["user_id"] = value
+    if "name" not in out:
+        first = _identity_value(read_field(user, "first_name"))
+        last = _identity_value(read_field(user, "last_name"))
+        if first or last:
+            out["name"] = " ".join(p for p in (first, last) if p)
+    return out
+
+
+def raw_get(mapping: Mapping[str, Any], key: str) -> Any:
+    """``mapping.get(key)`` that bypasses dict subclasses' overrides (Flask's session
+    marks itself accessed on ``get``; ``dict.get`` does not)."""
+    if isinstance(mapping, dict):
+        return dict.get(mapping, key)
+    return mapping.get(key)
+
+
+def read_field(obj: Any, name: str) -> Any:
+    """``obj[name]`` for mappings, else ``obj.name``; ``None`` when absent or failing.
+
+    User and product objects may be ORM models whose attributes run queries or raise;
+    a failure here must never reach the shop's request.
+    """
+    if isinstance(obj, Mapping):
+        try:
+            return dict.get(obj, name) if isinstance(obj, dict) else obj.get(name)
+        except Exception:
+            return None
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
+def _identity_value(value: Any) -> str | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value).strip()
+    if not text or len(text) > MAX_IDENTITY_LENGTH:
+        return None
+    return text
+
+
+__all__ = [
+    "MAX_SC_LENGTH",
+    "identity_from_session",
+    "identity_from_user",
+    "new_sc",
+    "parse_cookies",
+    "raw_get",
+    "read_field",
+    "set_cookie_header",
+    "valid_sc",
+]
