@@ -481,3 +481,12 @@ def _orangepill_prop_ids(props: dict[str, Any], ids: list[str]) -> None:
     for key in ("userId", "user_id", "externalId", "externalCustomerId"):
         _add(ids, "user", props.get(key))
     _add(ids, "email", props.get("email"))
+    # A person update carries Infobip's contactInformation: {email: [{address}], ...}.
+    contact = props.get("contactInformation")
+    if isinstance(contact, dict):
+        for kind, field_name in (("email", "address"), ("phone", "number")):
+            entries = contact.get(kind)
+            if isinstance(entries, list):
+                for entry in entries:
+                    if isinstance(entry, dict):
+                        _add(ids, kind, entry.get(field_name))

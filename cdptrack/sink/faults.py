@@ -94,8 +94,9 @@ class FailurePlan:
             name, sep, chance = part.partition(":")
             if not sep:
                 raise FaultSpecError(f"expected MODE:PROBABILITY, got {part.strip()!r}")
+            mode = _check_mode(name)
             try:
-                chances[_check_mode(name)] = float(chance)
+                chances[mode] = float(chance)
             except ValueError as err:
                 raise FaultSpecError(f"bad probability in {part.strip()!r}") from err
         return cls(chances, every=every, mode=mode, seed=seed, retry_after=retry_after,

@@ -75,7 +75,7 @@ class Sink:
         self._server = server
         self.port = server.server_address[1]
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2},
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
             name=f"cdptrack-sink:{self.port}", daemon=True,
         )
         self._thread.start()
@@ -176,6 +176,9 @@ def _inspector_page() -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as separate writes: without this, Nagle's algorithm and
+    # the client's delayed ACK add ~40 ms to every keep-alive request.
+    disable_nagle_algorithm = True
     server_version = "cdptrack-sink"
     sys_version = ""
 
@@ -238,7 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
             sink.clear()
             self._json(200, {"cleared": True})
         elif method == "GET" and path == "/events/stream":
-            after = _int(query.get("after", [self.headers.get("Last-Event-ID") or "0"])[0])
+            # A reconnecting EventSource says where it stopped in Last-Event-ID.
+            after = max(_int(query.get("after", ["0"])[0]),
+                        _int(self.headers.get("Last-Event-ID") or "0"))
             self._stream(after)
         elif method == "GET" and path == "/healthz":
             self._json(200, {"ok": True})

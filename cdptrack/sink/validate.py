@@ -690,6 +690,19 @@ def check_orangepill_person(body: Any) -> Problems:
     birth = root.get("birthDate")
     if isinstance(birth, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", birth):
         out.append("body.birthDate: must be YYYY-MM-DD")
+    if "tags" in root and not _is_string_list(root["tags"]):
+        out.append("body.tags: must be an array of strings")
+    contact = root.get("contactInformation")
+    if isinstance(contact, dict):
+        for kind, field_name in (("email", "address"), ("phone", "number")):
+            entries = contact.get(kind, [])
+            if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get(field_name), str) for e in entries
+            ):
+                out.append(
+                    f"body.contactInformation.{kind}: must be a list of "
+                    f'{{"{field_name}": "..."}} objects'
+                )
     for key in ("contactInformation", "customAttributes", "data"):
         if key in root and not isinstance(root[key], dict):
             out.append(f"body.{key}: must be an object, got {_kind(root[key])}")
