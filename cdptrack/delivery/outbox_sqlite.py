@@ -1,0 +1,397 @@
+"""A durable outbox in one SQLite file: accepted events survive a crash of the process.
+
+**The guarantee.**  ``capture`` writes the event row and commits it before it returns
+(WAL journal, ``synchronous=NORMAL``: tens of microseconds, no fsync on the request
+path).  "Accepted" means ``capture`` returned; from then on the event survives a crash or
+``SIGKILL`` of the process and is delivered, at least once, after the next start.  With
+``synchronous=NORMAL`` a power cut or OS crash may lose the last transactions; add
+``?synchronous=full`` to the URL to fsync every capture instead (slower).
+
+**Layout.**  ``events`` holds accepted events (canonical JSON).  After rendering, the
+sender records one ``deliveries`` row per destination and deletes it when that
+destination has the event (sent or dead-lettered), so after a crash only the destinations
+still missing the event get it again.  An event row disappears with its last delivery.
+``dead_letters`` keeps refused requests with status, response and attempts; ``cdptrack
+replay`` moves them back.  Credentials are never written: a request is re-rendered from
+the canonical event with the current configuration when it is not in memory.
+
+**Several processes, one file** (gunicorn workers sharing ``CDPTRACK_OUTBOX``): each row
+belongs to the process that wrote it, so no event is sent twice by two workers.  A
+process whose owner is gone (its pid no longer runs on this host, or it stopped sending
+heartbeats for ``LEASE`` seconds) has its rows taken over by a live one.
+
+Capacity is bounded by the disk, not ``max_queue``: nothing is dropped for lack of room.
+URLs follow SQLAlchemy: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..config import ConfigError
+from ..destinations.base import WireRequest
+from ..events import Event
+from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
+
+LEASE = 60.0  # seconds without a heartbeat after which another process takes over
+_HOST = socket.gethostname()
+# Connections inherited over fork() are never closed in the child (closing a parent's
+# connection there is unsafe); they are parked here.
+_INHERITED: list[sqlite3.Connection] = []
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner TEXT NOT NULL,
+    body TEXT NOT NULL,
+    routed INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_owner ON events (owner, routed, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    event_id INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    only_ids TEXT,
+    PRIMARY KEY (event_id, destination)
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_owner ON deliveries (owner, destination, event_id);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    destination TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    url TEXT NOT NULL,
+    status INTEGER,
+    response TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    request TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    seen REAL NOT NULL
+);
+"""
+
+
+def _new_owner() -> str:
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class SQLiteOutbox(Outbox):
+    durable = True
+
+    def __init__(self, path: str, *, synchronous: str = "NORMAL", url: str | None = None,
+                 max_cached: int = 10_000) -> None:
+        if synchronous.upper() not in {"NORMAL", "FULL", "EXTRA"}:
+            raise ConfigError("outbox: synchronous must be normal, full or extra")
+        self.path = path
+        self.url = url or f"sqlite:///{path}"
+        self._synchronous = synchronous.upper()
+        self._max_cached = max_cached
+        self._reset()
+
+    @classmethod
+    def from_url(cls, url: str, *, max_queue: int = 10_000) -> SQLiteOutbox:
+        rest = url[len("sqlite://"):]
+        rest, _, query = rest.partition("?")
+        if not rest.startswith("/") or len(rest) < 2:
+            raise ConfigError(f"outbox: expected sqlite:///path/to/file.db, got {url!r}")
+        path = rest[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
+        options = {k.lower(): v[-1] for k, v in parse_qs(query).items()}
+        return cls(path, synchronous=options.get("synchronous", "normal"), url=url,
+                   max_cached=max_queue)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        # One connection per process, shared by capture and the sender under the lock:
+        # two connections would contend through file locks, whose busy handler sleeps in
+        # milliseconds; a Python lock hands over in microseconds.
+        self._writer: sqlite3.Connection | None = None
+        self._owner = _new_owner()
+        self._last = 0
+        self._handed: dict[str, set[int]] = {}
+        self._rendered: dict[tuple[int, str], list[WireRequest]] = {}
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(SCHEMA)
+        return conn
+
+    def _writer_conn(self) -> sqlite3.Connection:
+        # Called with self._lock held.
+        if self._writer is None:
+            self._writer = self._connect()
+            self._writer.execute(
+                "INSERT OR REPLACE INTO owners (owner, host, pid, seen) VALUES (?, ?, ?, ?)",
+                (self._owner, _HOST, os.getpid(), time.time()))
+        return self._writer
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._writer_conn()
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # -- capture side ------------------------------------------------------------------
+
+    def put(self, item: Payload) -> bool:
+        data = item.to_dict() if isinstance(item, Event) else item
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        with self._lock:
+            cursor = self._writer_conn().execute(
+                "INSERT INTO events (owner, body, created) VALUES (?, ?, ?)",
+                (self._owner, body, time.time()))
+            self._last = int(cursor.lastrowid or self._last)
+        return True
+
+    def last_key(self) -> int:
+        return self._last
+
+    def _scalar(self, sql: str, *args: Any) -> Any:
+        with self._locked() as conn:
+            row = conn.execute(sql, args).fetchone()
+        return row[0] if row else None
+
+    def min_open_key(self) -> int | None:
+        value = self._scalar("SELECT min(id) FROM events WHERE owner = ?", self._owner)
+        return None if value is None else int(value)
+
+    def open_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM events WHERE owner = ?", self._owner))
+
+    # -- sender side -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.maintain()
+
+    def maintain(self) -> bool:
+        """Heartbeat, and take over the rows of owners that are gone."""
+        with self._locked() as conn:
+            return self._maintain(conn)
+
+    def _maintain(self, conn: sqlite3.Connection) -> bool:
+        now = time.time()
+        conn.execute(
+            "INSERT OR REPLACE INTO owners (owner, host, pid, seen) VALUES (?, ?, ?, ?)",
+            (self._owner, _HOST, os.getpid(), now))
+        others = [row[0] for row in conn.execute(
+            "SELECT DISTINCT owner FROM events WHERE owner != ?", (self._owner,))]
+        taken = False
+        for other in others:
+            if not self._is_gone(conn, other, now):
+                continue
+            with self._transaction(conn):
+                conn.execute("UPDATE events SET owner = ? WHERE owner = ?", (self._owner, other))
+                conn.execute("UPDATE deliveries SET owner = ? WHERE owner = ?",
+                             (self._owner, other))
+                conn.execute("DELETE FROM owners WHERE owner = ?", (other,))
+            taken = True
+        if taken:
+            row = conn.execute("SELECT max(id) FROM events WHERE owner = ?",
+                               (self._owner,)).fetchone()
+            self._last = max(self._last, int(row[0] or 0))
+        return taken
+
+    @staticmethod
+    def _is_gone(conn: sqlite3.Connection, owner: str, now: float) -> bool:
+        host, _, rest = owner.partition(":")
+        pid_text = rest.partition(":")[0]
+        if host == _HOST and pid_text.isdigit() and not _pid_running(int(pid_text)):
+            return True
+        row = conn.execute("SELECT seen FROM owners WHERE owner = ?", (owner,)).fetchone()
+        return row is None or now - float(row[0]) > LEASE
+
+    def take_new(self, limit: int) -> list[tuple[int, Payload | str]]:
+        # Taking and routing happen in one step of the sender's loop, so "not routed"
+        # is exactly "not taken yet".
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT id, body FROM events WHERE owner = ? AND routed = 0 "
+                "ORDER BY id LIMIT ?", (self._owner, limit)).fetchall()
+        return [(int(key), str(body)) for key, body in rows]
+
+    def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
+        with self._locked() as conn, self._transaction(conn):
+            for routing in routings:
+                destinations = list(routing.requests) if routing.event is not None else []
+                if not destinations:
+                    conn.execute("DELETE FROM events WHERE id = ?", (routing.key,))
+                    continue
+                conn.executemany(
+                    "INSERT OR IGNORE INTO deliveries (event_id, destination, owner) "
+                    "VALUES (?, ?, ?)",
+                    [(routing.key, name, self._owner) for name in destinations])
+                conn.execute("UPDATE events SET routed = 1 WHERE id = ?", (routing.key,))
+        for routing in routings:
+            for name, requests in routing.requests.items():
+                if len(self._rendered) < self._max_cached:
+                    self._rendered[(routing.key, name)] = requests
+        return []
+
+    def next_for(self, destination: str, limit: int) -> list[Delivery]:
+        handed = self._handed.setdefault(destination, set())
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT d.event_id, e.body, d.only_ids FROM deliveries d "
+                "JOIN events e ON e.id = d.event_id "
+                "WHERE d.owner = ? AND d.destination = ? ORDER BY d.event_id LIMIT ?",
+                (self._owner, destination, limit + len(handed))).fetchall()
+        out: list[Delivery] = []
+        broken: list[Delivery] = []
+        for key, body, only in rows:
+            if key in handed:
+                continue
+            try:
+                event = Event.from_dict(json.loads(body))
+            except ValueError:
+                broken.append(Delivery(key, destination, Event(type="track", event="?")))
+                continue
+            handed.add(key)
+            out.append(Delivery(
+                key, destination, event,
+                requests=self._rendered.pop((key, destination), None),
+                only=frozenset(json.loads(only)) if only else None,
+            ))
+            if len(out) >= limit:
+                break
+        if broken:  # unreadable rows (written by something else): do not loop on them
+            self.settle(broken)
+        return out
+
+    def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
+        with self._locked() as conn, self._transaction(conn):
+            conn.executemany(
+                "INSERT INTO dead_letters (destination, message_id, method, url, status, "
+                "response, reason, attempts, event, request, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(d.destination, d.message_id, d.method, d.url, d.status, d.response,
+                  d.reason, d.attempts, json.dumps(d.event, ensure_ascii=False),
+                  json.dumps(d.request, ensure_ascii=False), d.created) for d in letters])
+            for delivery in done:
+                conn.execute("DELETE FROM deliveries WHERE event_id = ? AND destination = ?",
+                             (delivery.key, delivery.destination))
+                conn.execute(
+                    "DELETE FROM events WHERE id = ? AND routed = 1 AND NOT EXISTS "
+                    "(SELECT 1 FROM deliveries WHERE event_id = ?)",
+                    (delivery.key, delivery.key))
+        for delivery in done:
+            self._handed.get(delivery.destination, set()).discard(delivery.key)
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        for delivery in deliveries:
+            self._handed.get(delivery.destination, set()).discard(delivery.key)
+
+    def backlog(self) -> dict[str, int]:
+        with self._locked() as conn:
+            rows = conn.execute(
+                "SELECT destination, count(*) FROM deliveries WHERE owner = ? "
+                "GROUP BY destination", (self._owner,)).fetchall()
+        return {str(name): int(n) - len(self._handed.get(str(name), ())) for name, n in rows}
+
+    # -- dead letters ------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 1000, destination: str | None = None
+                     ) -> list[DeadLetter]:
+        sql = ("SELECT id, destination, message_id, method, url, status, response, reason, "
+               "attempts, event, request, created FROM dead_letters")
+        args: list[Any] = []
+        if destination is not None:
+            sql += " WHERE destination = ?"
+            args.append(destination)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        with self._locked() as conn:
+            rows = conn.execute(sql, args).fetchall()
+        return [
+            DeadLetter(destination=r[1], message_id=r[2], method=r[3], url=r[4], status=r[5],
+                       response=r[6], reason=r[7], attempts=r[8], event=json.loads(r[9]),
+                       request=json.loads(r[10]), created=r[11], id=r[0])
+            for r in rows
+        ]
+
+    def requeue_dead(self, ids: Iterable[int]) -> int:
+        moved = 0
+        now = time.time()
+        with self._locked() as conn, self._transaction(conn):
+            for ident in ids:
+                row = conn.execute(
+                    "SELECT destination, message_id, event FROM dead_letters WHERE id = ?",
+                    (ident,)).fetchone()
+                if row is None:
+                    continue  # replayed by someone else meanwhile
+                destination, message_id, event = row
+                cursor = conn.execute(
+                    "INSERT INTO events (owner, body, routed, created) VALUES (?, ?, 1, ?)",
+                    (self._owner, event, now))
+                key = int(cursor.lastrowid or 0)
+                conn.execute(
+                    "INSERT INTO deliveries (event_id, destination, owner, only_ids) "
+                    "VALUES (?, ?, ?, ?)",
+                    (key, destination, self._owner, json.dumps([message_id])))
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (ident,))
+                self._last = max(self._last, key)
+                moved += 1
+        return moved
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        if self._writer is not None:
+            _INHERITED.append(self._writer)
+        self._reset()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._writer is not None:
+                with suppress(sqlite3.Error):
+                    self._writer.close()
+            self._writer = None
+
+
+def _pid_running(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
