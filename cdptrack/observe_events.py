@@ -115,7 +115,8 @@ def build_events(state: RequestState, options: ObserveOptions,
     before = state.session_before.identity if state.session_before else None
     changed = any(identity.get(k) for k in _IDENTITY_KEYS) and before is not None and any(
         identity.get(k) and identity.get(k) != before.get(k) for k in _IDENTITY_KEYS)
-    declared_identity = kind in ("sign_in", "register") and any(
+    declared_identity = (kind in ("sign_in", "register") or (
+        kind == "checkout" and state.method != "GET")) and any(
         identity.get(k) for k in _IDENTITY_KEYS)
     if state.identify_traits is not None or state.visitor_extra or changed or declared_identity:
         traits = {k: identity[k] for k in _TRAIT_KEYS if identity.get(k)}

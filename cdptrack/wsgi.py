@@ -122,17 +122,21 @@ class CDPTrackWSGIMiddleware:
 class _TrackedBody:
     """The app's response iterable, unchanged, plus events built on ``close()``."""
 
-    __slots__ = ("_body", "_observer", "_state")
+    __slots__ = ("_body", "_closed", "_observer", "_state")
 
     def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState) -> None:
         self._body = body
         self._observer = observer
         self._state = state
+        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._body)
 
     def close(self) -> None:
+        if self._closed:  # servers and test clients may close twice; report once
+            return
+        self._closed = True
         close = getattr(self._body, "close", None)
         if close is not None:
             close()

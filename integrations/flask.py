@@ -1,0 +1,159 @@
+"""Flask extension: ``CDPTrack(app)`` or ``cdptrack.init_app(app)``.
+
+Follows Flask's extension conventions: no ``self.app``; per-app state in
+``app.extensions["cdptrack"]``; settings from ``app.config["CDPTRACK_*"]`` (destinations
+via :meth:`Config.from_mapping`, observe options via :meth:`ObserveOptions.from_mapping`,
+both falling back to the environment); the WSGI middleware wraps ``app.wsgi_app`` (not
+``app``), so events are built in the response iterable's ``close()``, after a streamed
+body too (``teardown_request`` runs before a streamed body is sent).
+
+Hooks hand the core what only Flask knows: the live session before the view and after
+it (read without marking the session accessed, so no ``Vary: Cookie`` is added), the
+matched ``url_rule``, ``endpoint`` and ``view_args``, the template context (the
+``template_rendered`` signal, connected with ``sender=app``) and the signed-in user
+(``user_loader``, called in the request context: ``lambda request: current_user`` works
+with Flask-Login; its ``_user_id`` session key is read by default anyway).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, current_app, has_request_context, request, template_rendered
+from flask.globals import request_ctx
+
+from cdptrack.config import Config
+from cdptrack.declare import register_state_finder
+from cdptrack.observe_core import EventSink, Observer
+from cdptrack.observe_options import ObserveOptions, split_options
+from cdptrack.observe_state import STATE_KEY, RequestState
+from cdptrack.session import snapshot
+from cdptrack.wsgi import CDPTrackWSGIMiddleware
+
+EXTENSION_KEY = "cdptrack"
+
+
+@dataclass
+class FlaskTracking:
+    """What ``app.extensions["cdptrack"]`` holds for one app."""
+
+    tracker: EventSink
+    observer: Observer
+    user_loader: Callable[[Any], Any] | None
+    owns_tracker: bool
+
+    def stats(self) -> dict[str, int]:
+        return self.observer.stats()
+
+
+class CDPTrack:
+    """The Flask extension.  ``tracker`` (any object with ``capture(event)``), ``config``
+    (a :class:`cdptrack.Config`) and ``**options`` (observe options and config settings,
+    flat) win over ``app.config``."""
+
+    def __init__(self, app: Flask | None = None, *, tracker: EventSink | None = None,
+                 config: Config | None = None, **options: Any) -> None:
+        self._tracker = tracker
+        self._config = config
+        self._options = options
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            return  # installed already: a second wrap would be a no-op anyway
+        config_kw, observe_kw = split_options(self._options)
+        settings = {k: v for k, v in os.environ.items() if k.startswith("CDPTRACK_")}
+        settings.update({k: v for k, v in app.config.items() if k.startswith("CDPTRACK_")})
+        user_loader: Callable[[Any], Any] | None = observe_kw.pop("user_loader", None)
+        options = ObserveOptions.from_mapping(settings, **observe_kw)
+        owns = self._tracker is None
+        tracker = self._tracker
+        if tracker is None:
+            from cdptrack.client import Tracker
+
+            config = self._config or Config.from_mapping(settings, **config_kw)
+            tracker = Tracker(config)
+        observer = Observer(tracker, options)
+        app.wsgi_app = CDPTrackWSGIMiddleware(  # type: ignore[method-assign]
+            app.wsgi_app, observer=observer)
+        app.extensions[EXTENSION_KEY] = FlaskTracking(tracker, observer, user_loader, owns)
+        app.before_request(_before_request)
+        app.after_request(_after_request)
+        template_rendered.connect(_template_rendered, sender=app, weak=False)
+        register_state_finder(_state_from_flask)
+
+    @staticmethod
+    def state(app: Flask | None = None) -> FlaskTracking:
+        """The extension's state for ``app`` (default: the current app)."""
+        target = app if app is not None else current_app._get_current_object()  # type: ignore[attr-defined]
+        tracking: FlaskTracking = target.extensions[EXTENSION_KEY]
+        return tracking
+
+
+def _state_from_flask() -> RequestState | None:
+    if not has_request_context():
+        return None
+    state = request.environ.get(STATE_KEY)
+    return state if isinstance(state, RequestState) else None
+
+
+def _raw_session() -> Any:
+    # The session object itself, fetched without the ``session`` proxy: Flask >= 3.1.3
+    # marks the session accessed (and adds ``Vary: Cookie``) on every proxy access.
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    found = vars(ctx).get("_session")
+    if found is None:
+        found = vars(ctx).get("session")
+    return found
+
+
+def _before_request() -> None:
+    state = request.environ.get(STATE_KEY)
+    if not isinstance(state, RequestState):
+        return
+    tracking: FlaskTracking = current_app.extensions[EXTENSION_KEY]
+    try:
+        state.request = request._get_current_object()  # type: ignore[attr-defined]
+        state.session_before = snapshot(_raw_session(), tracking.observer.options)
+    except Exception:
+        tracking.observer.error("flask_before_request")
+
+
+def _after_request(response: Response) -> Response:
+    state = request.environ.get(STATE_KEY)
+    if not isinstance(state, RequestState):
+        return response
+    tracking: FlaskTracking = current_app.extensions[EXTENSION_KEY]
+    try:
+        rule = request.url_rule
+        if rule is not None:
+            state.route_template = state.script_root.rstrip("/") + rule.rule
+            state.endpoint_name = request.endpoint
+            state.path_params = request.view_args
+            if request.endpoint:
+                state.endpoint = current_app.view_functions.get(request.endpoint)
+        if state.session_before is not None:
+            state.session_after = snapshot(_raw_session(), tracking.observer.options)
+        if tracking.user_loader is not None and state.user is None and response.status_code < 400:
+            state.user = tracking.user_loader(request)
+    except Exception:
+        tracking.observer.error("flask_after_request")
+    return response
+
+
+def _template_rendered(sender: Flask, template: Any = None, context: Any = None,
+                       **extra: Any) -> None:
+    state = _state_from_flask()
+    if state is None or not isinstance(context, dict):
+        return
+    if state.template_context is None:
+        state.template_context = context
+    else:
+        state.template_context = {**context, **state.template_context}
+
+
+__all__ = ["CDPTrack", "FlaskTracking"]
