@@ -96,7 +96,7 @@ def recording_server() -> Iterator[RecordingServer]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True
-    host, port = httpd.server_address[:2]
+    port = httpd.server_address[1]
     holder.append(RecordingServer(f"http://127.0.0.1:{port}"))
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
