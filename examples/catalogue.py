@@ -6,6 +6,7 @@ products (and the same ids) in both.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 CURRENCY = "USD"
@@ -63,3 +64,9 @@ def search(query: str) -> list[dict[str, Any]]:
     return [p for p in PRODUCTS.values()
             if words and all(w in f"{p['name']} {p['category']} {p['brand']}".lower()
                              for w in words)]
+
+
+def identity_for(email: str) -> str:
+    """A stable stand-in for the Orangepill identity id a real shop would have stored
+    (24 hex digits, the shape of Orangepill's ids)."""
+    return hashlib.sha256(email.encode("utf-8")).hexdigest()[:24]

@@ -158,7 +158,8 @@ def create_app(config: Config | None = None, **cdptrack_options: Any) -> FastAPI
         if "@" not in email:
             raise HTTPException(422, "an email is needed")
         user = {"id": "u-" + email.split("@")[0], "email": email,
-                "name": body.name or email.split("@")[0].title()}
+                "name": body.name or email.split("@")[0].title(),
+                "orangepill_identity": catalogue.identity_for(email)}
         request.session["user"] = user
         return {"user": user}
 

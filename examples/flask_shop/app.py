@@ -125,7 +125,8 @@ def create_app(config: Config | None = None, **cdptrack_options: Any) -> Flask:
         if "@" not in email:
             return render_template("login.html", error="Please enter your email.")
         session["user"] = {"id": "u-" + email.split("@")[0], "email": email,
-                           "name": request.form.get("name") or email.split("@")[0].title()}
+                           "name": request.form.get("name") or email.split("@")[0].title(),
+                           "orangepill_identity": catalogue.identity_for(email)}
         return redirect(url_for("home"), 303)
 
     @app.post("/logout")
