@@ -192,11 +192,12 @@ def cart_changes(
     added: list[dict[str, Any]] = []
     removed: list[dict[str, Any]] = []
     for pid, line in new.items():
-        delta = line.get("quantity", 1) - old.get(pid, {}).get("quantity", 0)
+        previous = old.get(pid)
+        delta = line.get("quantity", 1) - (previous or {}).get("quantity", 0)
         if delta > 0:
-            added.append({**line, "quantity": delta})
+            added.append({**(previous or {}), **line, "quantity": delta})
         elif delta < 0:
-            removed.append({**line, "quantity": -delta})
+            removed.append({**(previous or {}), **line, "quantity": -delta})
     for pid, line in old.items():
         if pid not in new:
             removed.append(dict(line))
