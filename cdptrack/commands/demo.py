@@ -13,6 +13,7 @@ variables set in the environment win over the demo's own (e.g. a base URL of you
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import socket
 import sys
@@ -79,15 +80,21 @@ class ShopServer:
 
     def start(self) -> None:
         if self.framework == "flask":
-            from werkzeug.serving import make_server
+            self._start_werkzeug()
+        else:
+            self._start_uvicorn()
 
-            server = make_server("127.0.0.1", self.requested_port, self.app, threaded=True)
-            self.port = server.server_port
-            self._thread = threading.Thread(target=server.serve_forever, name="demo-shop",
-                                            kwargs={"poll_interval": 0.1}, daemon=True)
-            self._stop = server.shutdown
-            self._thread.start()
-            return
+    def _start_werkzeug(self) -> None:
+        from werkzeug.serving import make_server
+
+        server = make_server("127.0.0.1", self.requested_port, self.app, threaded=True)
+        self.port = server.server_port
+        self._thread = threading.Thread(target=server.serve_forever, name="demo-shop",
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self._stop = server.shutdown
+        self._thread.start()
+
+    def _start_uvicorn(self) -> None:
         import uvicorn
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -96,16 +103,16 @@ class ShopServer:
         self.port = sock.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning",
                                                lifespan="off", access_log=False))
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
-                                        name="demo-shop", daemon=True)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
+                                  name="demo-shop", daemon=True)
 
         def stop() -> None:
             server.should_exit = True
 
-        self._stop = stop
-        self._thread.start()
+        self._thread, self._stop = thread, stop
+        thread.start()
         deadline = time.monotonic() + 15
-        while not server.started and self._thread.is_alive() and time.monotonic() < deadline:
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
         if not server.started:
             raise RuntimeError("the FastAPI shop did not start")
@@ -120,11 +127,10 @@ class ShopServer:
 
 
 def _load_shop(framework: str, config: Any, tracker: Any) -> Any:
-    if framework == "flask":
-        from ..examples.flask_shop.app import create_app as create_flask
-        return create_flask(config, tracker=tracker)
-    from ..examples.fastapi_shop.app import create_app as create_fastapi
-    return create_fastapi(config, tracker=tracker)
+    """The example shop's app (imported by name: the examples are an optional part of
+    the installation, mapped into the package as ``cdptrack.examples``)."""
+    module = importlib.import_module(f"cdptrack.examples.{framework}_shop.app")
+    return module.create_app(config, tracker=tracker)
 
 
 def run(args: argparse.Namespace) -> int:
