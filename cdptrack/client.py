@@ -159,6 +159,8 @@ class Tracker:
         if threading.current_thread() is sender.thread:
             logger.warning("cdptrack: flush() called from the sender thread; not waiting")
             return False
+        if not sender.wait_ready(timeout if timeout is not None else 60.0):
+            return False
         target = self._outbox.last_key()
         sender.notify()
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)

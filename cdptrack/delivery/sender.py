@@ -25,7 +25,7 @@ from ..destinations.base import WireRequest
 from ..events import Event, EventError
 from .callbacks import Callbacks
 from .counters import Counters
-from .lane import Lane
+from .lane import Lane, ssl_context
 from .outbox import Outbox, Payload, Routing
 from .outbox_memory import MemoryOutbox
 from .retry import RetryPolicy, wait_event
@@ -76,8 +76,11 @@ class Sender:
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="cdptrack-sender", daemon=True)
-        self._thread.start()
-        self._ready.wait(5.0)
+        self._thread.start()  # not waiting for it: capture must stay fast
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the outbox was opened (and a durable one's leftovers taken over)."""
+        return self._ready.wait(timeout)
 
     def notify(self) -> None:
         """New work: wake the dispatcher if it sleeps.  Costs nothing when it is busy."""
@@ -133,12 +136,13 @@ class Sender:
             logger.exception("cdptrack: cannot open the outbox %s", self._outbox.url)
             self._ready.set()
             return
+        tls = ssl_context()
         for name in self._destinations:
             self._counters.ensure(name)
             self._lanes[name] = Lane(
                 name, outbox=self._outbox, config=self._config, counters=self._counters,
                 policy=self._policy, callbacks=self._callbacks,
-                concurrency=self._concurrency, timeout=self._timeout,
+                concurrency=self._concurrency, timeout=self._timeout, tls=tls,
             )
         if not self._destinations:
             logger.warning("cdptrack: no destination is configured; events go nowhere")

@@ -1,0 +1,214 @@
+"""The Tracker facade against four real local APIs: delivery, counting, callbacks,
+lifecycle, dry run, and keys kept out of logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from support.api_server import Reply
+from support.delivery import (
+    FAST,
+    SECRETS,
+    FourApis,
+    all_arrived,
+    apis_fixture,  # noqa: F401 - the "apis" fixture
+    marker,
+    markers_received,
+    product_viewed,
+)
+
+from cdptrack.client import Tracker
+from cdptrack.config import ConfigError
+from cdptrack.events import track
+
+
+def test_every_event_reaches_every_api(apis: FourApis) -> None:
+    tracker = Tracker(apis.config(), **FAST)
+    for i in range(30):
+        tracker.capture(product_viewed(i))
+    assert tracker.flush(20)
+    assert all_arrived(apis, 30)
+    stats = tracker.stats()
+    for name in ("yespo_tracker", "yespo_events", "customerio", "orangepill"):
+        assert stats[name]["enqueued"] == stats[name]["sent"] == 30
+        assert stats[name]["dead"] == stats[name]["dropped"] == 0
+    assert tracker.shutdown()
+
+
+def test_customerio_messages_are_coalesced_into_batches(apis: FourApis) -> None:
+    tracker = Tracker(apis.config(), **FAST)
+    apis.customerio.script("/", Reply(200, delay=0.3))  # first request slow: a queue forms
+    for i in range(60):
+        tracker.capture(product_viewed(i))
+    assert tracker.flush(20)
+    batches = apis.customerio.accepted("/v1/batch")
+    assert batches, "no /batch request was made"
+    for request in batches:
+        messages = request.json["batch"]
+        assert all(m["type"] == "track" and m["messageId"] for m in messages)
+    assert set(markers_received(apis.customerio)) == {marker(i) for i in range(60)}
+    assert len(apis.customerio.accepted()) < 60  # fewer requests than messages
+    tracker.shutdown()
+
+
+def test_capture_never_raises_and_bad_events_are_counted(apis: FourApis) -> None:
+    dropped: list[tuple[Any, str, str]] = []
+    tracker = Tracker(apis.config(), on_drop=lambda e, d, r: dropped.append((e, d, r)),
+                      **FAST)
+    tracker.capture({"type": "track"})  # no event name: invalid
+    tracker.capture({"type": "track", "event": "Product Viewed",
+                     "properties": {"price": "not a number"}})
+    tracker.capture(None)  # type: ignore[arg-type]
+    tracker.capture("Product Viewed")  # type: ignore[arg-type]
+    tracker.capture({"type": "track", "event": "Product Viewed",
+                     "visitor": {"sc": "X", "email": "a@b.example"}, "when": object()})
+    assert tracker.flush(20)
+    stats = tracker.stats()
+    assert stats["customerio"]["dropped:invalid"] == 4
+    assert stats["customerio"]["sent"] == 1
+    reasons = {(d, r) for _, d, r in dropped}
+    assert ("yespo_events", "invalid") in reasons
+    tracker.shutdown()
+
+
+def test_renderer_refusals_are_counted_per_destination_and_reason(apis: FourApis) -> None:
+    dropped: list[tuple[str, str]] = []
+    tracker = Tracker(apis.config(), on_drop=lambda e, d, r: dropped.append((d, r)), **FAST)
+    # No contact key (Yespo v1/event) and no Orangepill identity.
+    tracker.capture(track("Product Viewed", {"product_id": "1"}, visitor={"sc": "ABC"}))
+    assert tracker.flush(20)
+    stats = tracker.stats()
+    assert stats["yespo_events"]["dropped:no_contact_key"] == 1
+    assert stats["yespo_events"]["dropped"] == 1
+    assert ("yespo_events", "no_contact_key") in dropped
+    assert stats["customerio"]["sent"] == 1
+    tracker.shutdown()
+
+
+def test_a_raising_callback_does_not_kill_the_sender(apis: FourApis) -> None:
+    def explode(*args: Any) -> None:
+        raise RuntimeError("callback bug")
+
+    apis.events.default = Reply(400, '{"error": "bad"}')
+    tracker = Tracker(apis.config(), on_drop=explode, on_error=explode, **FAST)
+    tracker.capture(track("Product Viewed", {"product_id": "1"}, visitor={"sc": "ABC"}))
+    for i in range(5):
+        tracker.capture(product_viewed(i))
+    assert tracker.flush(20)
+    assert set(markers_received(apis.customerio)) == {marker(i) for i in range(5)}
+    assert tracker.stats()["yespo_events"]["dead"] == 5
+    tracker.shutdown()
+
+
+def test_dry_run_builds_and_logs_but_sends_nothing(apis: FourApis,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cdptrack")
+    tracker = Tracker(apis.config(dry_run=True), **FAST)
+    for i in range(3):
+        tracker.capture(product_viewed(i))
+    assert tracker.flush(20)
+    assert all(not server.received() for server in apis)
+    stats = tracker.stats()
+    assert all(row["dry_run"] == 3 and row["sent"] == 0 for row in stats.values())
+    assert "dry run" in caplog.text and "sku-00001" in caplog.text
+    for secret in SECRETS:
+        assert secret not in caplog.text
+    tracker.shutdown()
+
+
+def test_api_keys_never_reach_the_logs(apis: FourApis, caplog: pytest.LogCaptureFixture
+                                       ) -> None:
+    caplog.set_level(logging.DEBUG)
+    for server in apis:
+        # An API that echoes the credentials back in its error: scrubbed before storing.
+        server.default = Reply(401, '{"error": "bad key cio-SECRET-key-5678 op-SECRET-key-9012'
+                                    ' yespo-SECRET-key-1234"}')
+    tracker = Tracker(apis.config(), **FAST)
+    tracker.capture(product_viewed(1))
+    assert tracker.flush(20)
+    letters = tracker.dead_letters()
+    assert len(letters) == 4
+    text = caplog.text + repr(tracker) + repr(letters) + repr(tracker.config)
+    for secret in SECRETS:
+        assert secret not in text
+    assert all(letter.status == 401 for letter in letters)
+    tracker.shutdown()
+
+
+def test_shutdown_stops_intake_and_is_idempotent(apis: FourApis) -> None:
+    tracker = Tracker(apis.config(), **FAST)
+    tracker.capture(product_viewed(0))
+    assert tracker.shutdown(10)
+    assert tracker.shutdown(10)
+    tracker.capture(product_viewed(1))
+    assert tracker.stats()["customerio"]["dropped:shutdown"] == 1
+    assert set(markers_received(apis.customerio)) == {marker(0)}
+
+
+def test_construction_is_cheap_and_starts_nothing(apis: FourApis) -> None:
+    import threading
+
+    before = {t.name for t in threading.enumerate()}
+    tracker = Tracker(apis.config())
+    assert "cdptrack-sender" not in {t.name for t in threading.enumerate()} - before
+    assert tracker.flush(1)  # nothing accepted, nothing to wait for
+    assert tracker.shutdown(1)
+
+
+def test_memory_queue_is_bounded_per_destination(apis: FourApis) -> None:
+    apis.orangepill.default = Reply(200, delay=2.0)  # one slow API holds its lane
+    tracker = Tracker(apis.config(), max_queue=5, timeout=10, **FAST)
+    for start in range(0, 40, 4):
+        for i in range(start, start + 4):
+            tracker.capture(product_viewed(i))
+        # The other APIs keep getting everything while the slow one holds its lane...
+        want = start + 4
+        assert apis.customerio.wait_until(lambda s, n=want: len(markers_received(s)) == n)
+    assert apis.tracker.wait_until(lambda s: len(markers_received(s)) == 40)
+    # ...which drops what does not fit instead of growing without bound.
+    stats = tracker.stats()
+    assert stats["orangepill"]["dropped:queue_full"] > 0
+    assert stats["customerio"]["dropped"] == 0
+    tracker.shutdown(0.5)
+
+
+def test_redis_outbox_is_a_clear_config_error() -> None:
+    with pytest.raises(ConfigError, match="not supported yet"):
+        Tracker(outbox="redis://localhost:6379/0")
+    with pytest.raises(ConfigError, match="outbox"):
+        Tracker(outbox="postgres://nope")
+
+
+def test_config_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDPTRACK_CUSTOMERIO_API_KEY", "from-env")
+    monkeypatch.setenv("CDPTRACK_OUTBOX", "memory")
+    tracker = Tracker()
+    assert tracker.config.enabled() == ("customerio",)
+
+
+def test_async_lifecycle_from_an_event_loop(apis: FourApis) -> None:
+    async def app() -> tuple[bool, bool]:
+        tracker = Tracker(apis.config(), **FAST)
+        await tracker.astart()
+        for i in range(10):
+            tracker.capture(product_viewed(i))
+        # The app's loop keeps running while we wait.
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        flushed = await tracker.aflush(20)
+        task.cancel()
+        assert ticks > 0
+        return flushed, await tracker.ashutdown(5)
+
+    assert asyncio.run(app()) == (True, True)
+    assert all_arrived(apis, 10)
