@@ -72,7 +72,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         api = self.server.owner
-        reply = api._next_reply(self.path)
+        reply = (api.responder and api.responder(self.path, body)) or api._next_reply(self.path)
         api._record(Recorded(self.command, self.path, dict(self.headers.items()), body,
                              reply.status))
         if reply.delay:
@@ -103,6 +103,8 @@ class ApiServer:
         self.port = probe.getsockname()[1]
         probe.close()
         self.default = Reply(200)
+        # Optional: decide a reply from the request itself (None: use the script/default).
+        self.responder: Callable[[str, bytes], Reply | None] | None = None
         self.requests: list[Recorded] = []
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
@@ -168,6 +170,12 @@ class ApiServer:
             self._cond.notify_all()
 
     # -- reading -------------------------------------------------------------------------
+
+    def received_messages(self, prefix: str = "/") -> Iterator[tuple[Recorded, Any]]:
+        """Every message that reached the server, whatever it answered."""
+        for request in self.received(prefix):
+            for message in request.messages():
+                yield request, message
 
     def received(self, prefix: str = "/") -> list[Recorded]:
         with self._lock:
