@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):
         # One INFO line per delivered request would bury the summary.
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        if args.shoppers:
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
         failures = FailurePlan.parse(args.fail) if args.fail else None
     except FaultSpecError as err:
