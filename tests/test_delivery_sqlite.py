@@ -1,0 +1,129 @@
+"""The SQLite outbox: what ``capture`` accepted survives SIGKILL and is delivered after
+a restart; rows belong to their process; dead letters are stored with the response."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from support.api_server import Reply
+from support.delivery import (
+    API_KEYS,
+    FAST,
+    FourApis,
+    apis_fixture,  # noqa: F401 - the "apis" fixture
+    marker,
+    markers_received,
+    product_viewed,
+)
+
+from cdptrack.client import Tracker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config_json(apis: FourApis) -> str:
+    config = apis.config()
+    values = {
+        "yespo_site_id": config.yespo_site_id,
+        **API_KEYS,
+        "yespo_tracker_url": config.yespo_tracker_url,
+        "yespo_api_url": config.yespo_api_url,
+        "customerio_url": config.customerio_url,
+        "orangepill_url": config.orangepill_url,
+    }
+    return json.dumps(values)
+
+
+def test_accepted_events_survive_sigkill_and_are_delivered_after_restart(
+        apis: FourApis, tmp_path: Path) -> None:
+    outbox = f"sqlite:///{tmp_path / 'outbox.db'}"
+    for server in apis:
+        server.default = Reply(200, delay=0.1)  # slow: the kill lands mid-delivery
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    child = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "support" / "capture_child.py"), outbox, "500",
+         _config_json(apis)],
+        stdout=subprocess.PIPE, text=True, env=env)
+    accepted: list[int] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("accepted "):
+                accepted.append(int(line.split()[1]))
+            if len(accepted) >= 60:
+                break
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    wanted = {marker(i) for i in accepted}
+    before = {name: set(markers_received(s)) for name, s in apis.by_destination().items()}
+    assert any(not wanted <= got for got in before.values()), "nothing was left to recover"
+
+    for server in apis:
+        server.default = Reply(200)
+    restarted = Tracker(apis.config(), outbox=outbox, **FAST)
+    assert restarted.flush(30)
+    for name, server in apis.by_destination().items():
+        assert wanted <= set(markers_received(server)), name
+    assert restarted.pending() == 0
+    restarted.shutdown()
+
+
+def test_capture_commits_before_returning(apis: FourApis, tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "outbox.db"
+    apis.customerio.stop()  # nothing can be settled
+    tracker = Tracker(apis.config(), outbox=f"sqlite:///{path}", max_retry_time=60, **FAST)
+    for i in range(5):
+        tracker.capture(product_viewed(i))
+    # Another connection (another process would see the same) finds every row.
+    rows = sqlite3.connect(path).execute("SELECT body FROM events").fetchall()
+    assert {json.loads(body)["properties"]["product_id"] for (body,) in rows} >= {
+        marker(i) for i in range(5)}
+    tracker.shutdown(0.5)
+    apis.customerio.start()
+
+
+def test_two_trackers_on_one_file_do_not_send_each_others_events(
+        apis: FourApis, tmp_path: Path) -> None:
+    outbox = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = Tracker(apis.config(), outbox=outbox, **FAST)
+    second = Tracker(apis.config(), outbox=outbox, **FAST)
+    for i in range(20):
+        (first if i % 2 else second).capture(product_viewed(i))
+    assert first.flush(20) and second.flush(20)
+    copies = markers_received(apis.orangepill)
+    assert set(copies) == {marker(i) for i in range(20)}
+    assert all(len(v) == 1 for v in copies.values())
+    assert first.stats()["orangepill"]["sent"] == second.stats()["orangepill"]["sent"] == 10
+    first.shutdown()
+    second.shutdown()
+
+
+def test_dead_letters_are_stored_durably_with_the_response(apis: FourApis, tmp_path: Path
+                                                           ) -> None:
+    outbox = f"sqlite:///{tmp_path / 'outbox.db'}"
+    apis.events.default = Reply(400, '{"error": "keyValue is required"}')
+    tracker = Tracker(apis.config(), outbox=outbox, **FAST)
+    tracker.capture(product_viewed(3))
+    assert tracker.flush(20)
+    tracker.shutdown()
+    reopened = Tracker(apis.config(), outbox=outbox, **FAST)
+    [letter] = reopened.dead_letters()
+    assert (letter.destination, letter.status, letter.reason) == ("yespo_events", 400,
+                                                                  "rejected")
+    assert "keyValue is required" in letter.response
+    assert letter.request["headers"]["Authorization"] == "<redacted>"
+    raw = (tmp_path / "outbox.db").read_bytes()
+    for secret in API_KEYS.values():
+        assert secret.encode() not in raw
+    reopened.shutdown()
