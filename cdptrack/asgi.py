@@ -25,7 +25,7 @@ from .config import Config
 from .observe_core import EventSink, Observer, fill_session_from_cookies, make_observer
 from .observe_options import ObserveOptions
 from .observe_state import GUARD_KEY, STATE_KEY, RequestState, current_state
-from .session import snapshot
+from .session import session_from_set_cookie, snapshot
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -190,8 +190,6 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
             if lower == b"content-type":
                 state.html = value[:9].lower() == b"text/html"
             elif lower == b"set-cookie" and value.startswith(session_cookie):
-                from .session import session_from_set_cookie
-
                 state.session_cookie_after = session_from_set_cookie(value.decode("latin-1"))
         cookie = observer.response_cookie(state, message["status"])
         if cookie is not None:

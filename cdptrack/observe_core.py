@@ -25,10 +25,12 @@ from .events import ORDER_COMPLETED, Event
 from .observe_events import build_events
 from .observe_options import ObserveOptions
 from .observe_state import RequestState
+from .session import decode_session_cookie, snapshot
 from .visitor import new_sc, parse_cookies, set_cookie_header, valid_sc
 
 logger = logging.getLogger("cdptrack.observe")
 
+BOT_CACHE_SIZE = 2048
 TRACKED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off", "deny", "denied", "reject"})
 
@@ -46,7 +48,8 @@ class Observer:
         self.tracker = tracker
         self.options = options or ObserveOptions()
         opts = self.options
-        self._is_bot: Callable[[str], Any] = re.compile(opts.bot_pattern, re.I).search
+        self._bot_search: Callable[[str], Any] = re.compile(opts.bot_pattern, re.I).search
+        self._bot_cache: dict[str, bool] = {}  # User-Agents repeat: match each once
         wanted = [opts.cookie_name, opts.session_cookie_name]
         if opts.consent_cookie:
             wanted.append(opts.consent_cookie)
@@ -124,6 +127,16 @@ class Observer:
             state.sc_new = True
         state.sc = sc
         return state
+
+    def _is_bot(self, user_agent: str) -> bool:
+        cache = self._bot_cache
+        found = cache.get(user_agent)
+        if found is None:
+            found = self._bot_search(user_agent) is not None
+            if len(cache) >= BOT_CACHE_SIZE:
+                cache.clear()
+            cache[user_agent] = found
+        return found
 
     def _consented(self, state: RequestState, gpc: str | None) -> bool:
         opts = self.options
@@ -245,8 +258,6 @@ def fill_session_from_cookies(observer: Observer, state: RequestState, fmt: str)
     """When no adapter handed over the live session, read it from the signed cookies:
     before from the request's cookie, after from the response's ``Set-Cookie`` (or
     unchanged when the response set none).  Needs ``session_secret``."""
-    from .session import decode_session_cookie, snapshot
-
     opts = observer.options
     if opts.session_secret is None:
         return

@@ -23,7 +23,8 @@ _SC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
 
 def new_sc() -> str:
-    """A fresh visitor id, as Yespo's script makes them: an upper-case UUID4."""
+    """A fresh visitor id, as Yespo's script makes them: an upper-case UUID4 (from the
+    operating system's randomness: visitor ids must not be guessable)."""
     return str(uuid.uuid4()).upper()
 
 
