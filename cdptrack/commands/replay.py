@@ -1,0 +1,78 @@
+"""``cdptrack replay``: send the dead letters in a durable outbox again.
+
+Each dead letter is re-rendered from its canonical event with the current configuration
+(credentials are never stored), so a fixed key or a fixed renderer applies, and sent
+through the same sender as the app's events, with a progress bar on a terminal.  A letter
+refused again goes back to the dead-letter store.  Exit status: 0 when every replayed
+request was accepted, 1 when some failed again or could not be replayed, 2 for a
+configuration error (for example a memory outbox, which keeps nothing to replay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..client import Tracker
+from ..config import DESTINATIONS, Config, ConfigError
+from ..delivery.progress import Progress
+from .send import add_delivery_options, report, wait_delivered
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_delivery_options(parser)
+    parser.add_argument("-d", "--destination", choices=DESTINATIONS,
+                        help="replay only this destination's dead letters")
+    parser.add_argument("--limit", type=int, default=100_000,
+                        help="replay at most this many dead letters (oldest first)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the dead letters as JSON lines and send nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    err = sys.stderr
+    try:
+        config = Config.from_env(outbox=args.outbox)
+        tracker = Tracker(config, max_retry_time=max(0.0, args.timeout), flush_at_exit=0.0)
+    except ConfigError as error:
+        print(f"cdptrack replay: configuration error: {error}", file=err)
+        return 2
+    if not tracker.outbox.durable:
+        print("cdptrack replay: needs a durable outbox holding dead letters: pass "
+              "--outbox sqlite:///path/to/outbox.db or set CDPTRACK_OUTBOX", file=err)
+        return 2
+    letters = tracker.dead_letters(args.limit, args.destination)
+    if args.list:
+        for letter in letters:
+            print(json.dumps({
+                "id": letter.id, "destination": letter.destination,
+                "message_id": letter.message_id, "method": letter.method, "url": letter.url,
+                "status": letter.status, "reason": letter.reason, "attempts": letter.attempts,
+                "response": letter.response, "created": letter.created,
+            }, ensure_ascii=False))
+        return 0
+    enabled = set(config.enabled())
+    ready = [d.id for d in letters if d.destination in enabled and d.id is not None]
+    blocked = len(letters) - len(ready)
+    if blocked:
+        print(f"cdptrack replay: {blocked} dead letter(s) are for destinations that are not "
+              "configured now; left in place", file=err)
+    if not ready:
+        if not args.quiet:
+            print("cdptrack replay: no dead letters to replay", file=err)
+        tracker.shutdown(1.0)
+        return 1 if blocked else 0
+    moved = tracker.replay_dead(ready)
+    bar = Progress("cdptrack replay", err)
+    delivered = wait_delivered(tracker, moved, args.timeout, bar)
+    bar.close()
+    stats = tracker.stats()
+    tracker.shutdown(1.0)
+    lost = report(stats, tracker, err, quiet=args.quiet, what="replay")
+    if not args.quiet:
+        print(f"cdptrack replay: {moved} dead letter(s) replayed", file=err)
+    if not delivered:
+        print(f"cdptrack replay: not all delivered within {args.timeout:g}s; they stay in "
+              "the outbox", file=err)
+    return 0 if delivered and not lost and not blocked else 1

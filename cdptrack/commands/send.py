@@ -1,0 +1,144 @@
+"""``cdptrack send``: deliver canonical events (JSON lines from stdin or files) through
+the same outbox and sender an app uses.
+
+A progress bar is drawn on stderr when it is a terminal, a plain summary otherwise.
+Malformed lines (bad JSON, or an event that fails validation) are reported on stderr
+with file and line number and not sent.  Exit status: 0 when every event was delivered
+(or skipped by a renderer with a counted reason such as ``no_contact_key``); 1 when a line
+was malformed, something was dead-lettered, or events were not delivered in time (with
+the SQLite outbox they stay there for the next run or ``cdptrack replay``); 2 for a
+configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import IO, TextIO
+
+from ..client import Tracker
+from ..config import Config, ConfigError
+from ..delivery.progress import Progress
+from ..events import Event, EventError
+
+# Drops that mean an event was lost, as opposed to a renderer's "not for this API".
+LOSS_REASONS = frozenset({"queue_full", "shutdown", "invalid", "error", "render_error"})
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "files", nargs="*", type=argparse.FileType("r", encoding="utf-8"),
+        help="JSON-lines files of canonical events (default: stdin)",
+    )
+    add_delivery_options(parser)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="build and log the requests, send nothing")
+
+
+def add_delivery_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--outbox", help="memory (default) or sqlite:///path "
+                                         "(default: CDPTRACK_OUTBOX)")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for delivery once the input is read "
+                             "(default 60); also bounds each request's retries")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = Config.from_env(outbox=args.outbox, dry_run=True if args.dry_run else None)
+        tracker = Tracker(config, max_retry_time=max(0.0, args.timeout), flush_at_exit=0.0)
+    except ConfigError as error:
+        print(f"cdptrack send: configuration error: {error}", file=sys.stderr)
+        return 2
+    if not config.enabled():
+        print("cdptrack send: no destination is configured (set CDPTRACK_YESPO_SITE_ID, "
+              "CDPTRACK_YESPO_API_KEY, CDPTRACK_CUSTOMERIO_API_KEY or "
+              "CDPTRACK_ORANGEPILL_API_KEY)", file=sys.stderr)
+        return 2
+    sources: list[IO[str]] = args.files or [sys.stdin]
+    return send_stream(sources, tracker, sys.stderr, timeout=args.timeout, quiet=args.quiet)
+
+
+def send_stream(sources: list[IO[str]], tracker: Tracker, err: TextIO, *,
+                timeout: float = 60.0, quiet: bool = False,
+                progress: Progress | None = None) -> int:
+    bar = progress or Progress("cdptrack send", err)
+    bad_lines = 0
+    accepted = 0
+    limit = 1000  # events in flight before reading more input (back-pressure)
+    for source in sources:
+        name = getattr(source, "name", "<stdin>")
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                continue
+            try:
+                event = Event.from_dict(json.loads(line))
+            except json.JSONDecodeError as error:
+                bad_lines += 1
+                print(f"{name}:{number}: malformed JSON: {error.msg} (column {error.colno})",
+                      file=err)
+                continue
+            except EventError as error:
+                bad_lines += 1
+                print(f"{name}:{number}: invalid event: {error}", file=err)
+                continue
+            tracker.capture(event)
+            accepted += 1
+            if accepted % 100 == 0:
+                pending = tracker.pending()
+                bar.update(accepted - pending, None, f"{accepted} read")
+                while pending >= limit:
+                    time.sleep(0.01)
+                    pending = tracker.pending()
+    delivered = wait_delivered(tracker, accepted, timeout, bar)
+    bar.close()
+    stats = tracker.stats()
+    tracker.shutdown(1.0)
+    lost = report(stats, tracker, err, quiet=quiet, what="send")
+    if not delivered:
+        left = tracker.pending()
+        where = ("they stay in the outbox for the next run" if tracker.outbox.durable
+                 else "they are lost")
+        print(f"cdptrack send: {left} events not delivered within {timeout:g}s; {where}",
+              file=err)
+    if bad_lines:
+        print(f"cdptrack send: {bad_lines} malformed line(s) not sent", file=err)
+    return 0 if delivered and not lost and not bad_lines else 1
+
+
+def wait_delivered(tracker: Tracker, total: int, timeout: float, bar: Progress) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if tracker.flush(0.1):
+            bar.update(total, total, force=True)
+            return True
+        bar.update(max(0, total - tracker.pending()), total)
+        if time.monotonic() >= deadline:
+            return False
+
+
+def report(stats: dict[str, dict[str, int]], tracker: Tracker, err: TextIO, *,
+           quiet: bool, what: str) -> int:
+    """Print the per-destination summary; return how many requests were lost or dead."""
+    lost = 0
+    for destination, row in sorted(stats.items()):
+        lost += row.get("dead", 0)
+        lost += sum(n for key, n in row.items()
+                    if key.startswith("dropped:") and key[8:] in LOSS_REASONS)
+        if quiet:
+            continue
+        parts = [f"{key} {row[key]}" for key in ("sent", "dry_run", "retried", "dead")
+                 if row.get(key)]
+        parts += [f"{key} {n}" for key, n in sorted(row.items())
+                  if key.startswith("dropped:") and n]
+        print(f"cdptrack {what}: {destination}: {', '.join(parts) or 'nothing to send'}",
+              file=err)
+    if not quiet:
+        for letter in tracker.dead_letters(20):
+            print(f"cdptrack {what}: dead letter: {letter.destination} {letter.method} "
+                  f"{letter.url} -> {letter.status or 'no answer'} ({letter.reason}, "
+                  f"{letter.attempts} attempts): {letter.response[:200]}", file=err)
+    return lost
