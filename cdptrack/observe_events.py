@@ -177,6 +177,10 @@ def build_events(state: RequestState, options: ObserveOptions,
         if changes is not None:
             added, removed = changes
             products = list((new or {}).values())
+            if not products and kind in ("checkout", "order"):
+                # The cart emptied because it was bought: the order says so, and a
+                # "Product Removed" per bought line would tell the CDPs a falsehood.
+                removed = []
             if options.catalogue is not None:
                 for line in (*products, *added, *removed):
                     if "price" not in line or "name" not in line:

@@ -148,6 +148,9 @@ def test_flask_shop_guest_checkout_identifies_by_email() -> None:
     labels = shop.step("POST", "/checkout", data={"email": "guest@example.com"})
     assert labels == ["identify", "Cart Updated"]
     assert tracker.one("identify").traits == {"email": "guest@example.com"}
+    # The cart emptied because it was bought, not because lines were removed.
+    cart = tracker.one("Cart Updated").properties
+    assert (cart["products"], cart["added"], cart["removed"]) == ([], [], [])
 
 
 @pytest.mark.parametrize(("method", "path", "headers"), [
