@@ -1,0 +1,849 @@
+"""An outbox on Redis Streams, shared by a fleet: web processes append events, and
+``cdptrack worker`` processes (any number, on any host) render and send them.
+
+**Roles.**  ``role=producer`` (the default for ``CDPTRACK_OUTBOX=redis://...``): the
+process only appends; its ``Tracker`` starts no consumer and sends nothing, and
+``flush()`` means "Redis has every event this process accepted".  ``role=worker``
+(what ``cdptrack worker`` uses; ``?role=worker`` makes every app process a worker too):
+the process also joins the consumer groups and sends.
+
+**Keys** (``prefix`` defaults to ``cdptrack``; the ``{...}`` hash tag keeps every key of
+one outbox in one Redis Cluster slot, so the Lua scripts below may touch several):
+
+* ``{prefix}:events``: stream of accepted events, field ``e`` = canonical JSON.  Consumer
+  group ``workers``: each entry goes to one worker, which renders it and, in one atomic
+  script, adds one delivery per destination and acknowledges and deletes the event.
+* ``{prefix}:d:<destination>``: stream of deliveries for one destination (field ``e`` =
+  canonical JSON, ``o`` = the message ids to replay), group ``workers``.  A delivery is
+  acknowledged and deleted when that destination has it (sent or dead-lettered), so
+  ``XLEN`` of a stream is exactly its unfinished work, and a dead API only grows its
+  own stream.
+* ``{prefix}:dead`` (+ ``{prefix}:dead:seq``): stream of dead letters (field ``l`` = the
+  letter as JSON, response scrubbed, request redacted) with ids ``<n>-1``, so
+  ``DeadLetter.id`` is the integer ``n``.  Kept to the newest ``dead_maxlen``
+  (``MAXLEN ~``); ``cdptrack replay`` moves a letter back into its destination stream.
+
+Credentials are never written to Redis: a worker renders each delivery from the
+canonical event with its own configuration.
+
+**Guarantees.**  ``put`` returns once Redis has the event (one round trip running a
+small script); from then on it is delivered at least once per destination even if
+workers die: a worker keeps its in-flight entries fresh (``XCLAIM ... JUSTID`` about
+every ``claim_idle / 4`` seconds), and entries idle for ``claim_idle`` seconds (their
+worker was killed or hung) are taken over by another worker (``XAUTOCLAIM``).  Retries
+and duplicates after a takeover carry the same ``message_id``.  Under normal operation
+each event reaches each destination once: routing and settling acknowledge first and
+skip their writes when another worker already did the work.  A worker that stops
+gracefully hands its unfinished entries back to the group at once.
+
+**Bounds.**  Each stream holds at most ``maxlen`` unfinished entries (default 100 000):
+when the events stream is full ``put`` refuses (the ``Tracker`` counts
+``dropped:queue_full``); when a destination's stream is full that destination drops the
+event (``queue_full``), the others still get it.  Nothing is trimmed silently except the
+oldest dead letters beyond ``dead_maxlen``.
+
+**Redis down.**  ``put`` never raises and never waits long (connect timeout 0.25 s,
+command timeout 1 s, one immediate reconnect, no retry loop): it keeps up to
+``buffer`` events (default ``max_queue``) in memory, tries Redis again with a backoff
+(0.25 s doubling to 5 s) instead of on every request, and the sender thread moves the
+buffer to Redis when it answers again.  When the buffer is full, ``put`` refuses and the
+drop is counted here under ``outbox_unavailable`` (see :meth:`RedisOutbox.drops`).
+Buffered events are lost if the process exits before Redis comes back (counted and
+logged).  Log lines and ``url`` never show the password.
+
+URL: ``redis://[:password@]host:port/db?prefix=cdptrack&role=producer&maxlen=100000
+&claim_idle=30&buffer=10000&dead_maxlen=10000`` (``rediss://`` and ``unix://`` too);
+other query options (``socket_timeout``, ``socket_connect_timeout``, ...) go to redis-py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..config import ConfigError
+from ..destinations.base import WireRequest
+from ..events import Event
+from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
+
+logger = logging.getLogger("cdptrack")
+
+GROUP = "workers"
+ROLES = ("producer", "worker")
+DEFAULT_MAXLEN = 100_000
+DEFAULT_DEAD_MAXLEN = 10_000
+DEFAULT_CLAIM_IDLE = 30.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
+RELEASED_IDLE_MS = 10**11  # "idle for years": any worker's XAUTOCLAIM takes it at once
+OUR_OPTIONS = {"prefix", "role", "maxlen", "claim_idle", "buffer", "dead_maxlen"}
+_PREFIX_OK = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_HOST = socket.gethostname()
+
+# KEYS[1] events; ARGV[1] maxlen, ARGV[2] event JSON.  nil: the stream is full.
+PUT = """
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+"""
+
+# KEYS[1] events, KEYS[2..] destination streams; ARGV[1] group, ARGV[2] event entry id,
+# ARGV[3] maxlen, ARGV[4] event JSON.  nil: another worker routed it already; else one
+# new entry id per destination ('' when that stream was full).
+ROUTE = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local out = {}
+for i = 2, #KEYS do
+  if redis.call('XLEN', KEYS[i]) < tonumber(ARGV[3]) then
+    out[i - 1] = redis.call('XADD', KEYS[i], '*', 'e', ARGV[4])
+  else
+    out[i - 1] = ''
+  end
+end
+return out
+"""
+
+# KEYS[1] destination stream, KEYS[2] dead stream, KEYS[3] dead id sequence;
+# ARGV[1] group, ARGV[2] delivery entry id ('' for letters without one), ARGV[3] dead
+# maxlen, ARGV[4..] dead letters as JSON.  0: another worker settled it already.
+SETTLE = """
+if ARGV[2] ~= '' then
+  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+  redis.call('XDEL', KEYS[1], ARGV[2])
+end
+for i = 4, #ARGV do
+  local n = redis.call('INCR', KEYS[3])
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+  if #last > 0 then
+    local top = tonumber(string.match(last[1][1], '^(%d+)'))
+    if top >= n then n = top + 1; redis.call('SET', KEYS[3], n) end
+  end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], n .. '-1', 'l', ARGV[i])
+end
+return 1
+"""
+
+# KEYS[1] dead stream, KEYS[2] destination stream; ARGV[1] dead entry id, ARGV[2] event
+# JSON, ARGV[3] only-ids JSON.  nil: someone else replayed it meanwhile.
+REQUEUE = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('XADD', KEYS[2], '*', 'e', ARGV[2], 'o', ARGV[3])
+"""
+
+# KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] idle ms to set, ARGV[4..] ids.
+# Touch entries still owned by this consumer: idle 0 keeps them (heartbeat), a huge
+# idle hands them to the next XAUTOCLAIM (release).  Never takes another's entry.
+TOUCH = """
+local n = 0
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
+  if #p > 0 then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ImportError as error:
+        raise ConfigError(
+            "outbox: a Redis outbox needs the redis client: pip install 'cdptrack[redis]'"
+        ) from error
+    return redis
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, safe for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class RedisOutbox(Outbox):
+    durable = True
+
+    def __init__(self, url: str, *, prefix: str = "cdptrack", role: str = "producer",
+                 maxlen: int = DEFAULT_MAXLEN, claim_idle: float = DEFAULT_CLAIM_IDLE,
+                 buffer: int = 10_000, dead_maxlen: int = DEFAULT_DEAD_MAXLEN,
+                 redis_options: Mapping[str, Any] | None = None) -> None:
+        """``url`` is the connection URL without this module's options (see
+        :meth:`from_url`, which parses them)."""
+        if not _PREFIX_OK.match(prefix):
+            raise ConfigError("outbox: prefix must be 1-64 characters of A-Z a-z 0-9 _ . : -")
+        if role not in ROLES:
+            raise ConfigError(f"outbox: role must be 'producer' or 'worker', not {role!r}")
+        if maxlen < 1 or buffer < 0 or dead_maxlen < 1 or claim_idle <= 0:
+            raise ConfigError("outbox: maxlen, dead_maxlen and claim_idle must be positive")
+        self._redis = _import_redis()
+        self._conn_url = url
+        self._password = urlsplit(url).password or ""
+        self.url = redact_url(url)
+        self.prefix = prefix
+        self.role = role
+        self.maxlen = maxlen
+        self.claim_idle = claim_idle
+        self.buffer_max = buffer
+        self.dead_maxlen = dead_maxlen
+        self._options = dict(redis_options or {})
+        tag = "{" + prefix + "}"
+        self.events_key = f"{tag}:events"
+        self.dead_key = f"{tag}:dead"
+        self._dead_seq_key = f"{tag}:dead:seq"
+        self._dest_prefix = f"{tag}:d:"
+        self._reset()
+
+    @classmethod
+    def from_url(cls, url: str, *, max_queue: int = 10_000, role: str | None = None,
+                 claim_idle: float | None = None) -> RedisOutbox:
+        """Parse ``redis://host:port/db?prefix=...&role=...`` (see the module docstring).
+        ``role`` / ``claim_idle`` given here win over the URL's."""
+        text = url.strip()
+        if not text.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"outbox: expected redis://host:port/db, got {redact_url(text)!r}")
+        parts = urlsplit(text)
+        ours: dict[str, str] = {}
+        theirs: list[tuple[str, str]] = []
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name in OUR_OPTIONS:
+                ours[name] = value
+            else:
+                theirs.append((name, value))
+        conn_url = urlunsplit(parts._replace(query=urlencode(theirs)))
+        try:
+            return cls(
+                conn_url,
+                prefix=ours.get("prefix", "cdptrack"),
+                role=role or ours.get("role", "producer"),
+                maxlen=int(ours.get("maxlen", DEFAULT_MAXLEN)),
+                claim_idle=(claim_idle if claim_idle is not None
+                            else float(ours.get("claim_idle", DEFAULT_CLAIM_IDLE))),
+                buffer=int(ours.get("buffer", max_queue)),
+                dead_maxlen=int(ours.get("dead_maxlen", DEFAULT_DEAD_MAXLEN)),
+            )
+        except ValueError as error:
+            if isinstance(error, ConfigError):
+                raise
+            raise ConfigError(f"outbox: bad option in {redact_url(text)!r}: {error}") from None
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._client_obj: Any = None
+        self._scripts: dict[str, Any] = {}
+        self.consumer = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # capture side
+        self._last = 0
+        self._buffer: deque[tuple[int, str]] = deque()
+        self._requeued: OrderedDict[int, tuple[str, str]] = OrderedDict()  # key -> entry
+        self._checked = 0.0
+        self._drops: dict[str, int] = {}
+        # availability (shared by both sides)
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_FIRST
+        self._down_since: float | None = None
+        # sender side (the sender thread only)
+        self._keys = itertools.count(1)
+        self._taken: dict[int, str] = {}  # event key -> events entry id
+        self._handed: dict[int, tuple[str, str]] = {}  # delivery key -> (dest, entry id)
+        self._reclaimed: dict[str, deque[tuple[str, dict[str, str]]]] = {}
+        self._unsettled: list[tuple[str, str, list[str]]] = []  # settle to retry later
+        self._rendered: OrderedDict[tuple[str, str], list[WireRequest]] = OrderedDict()
+        self._groups: set[str] = set()
+        self._cursors: dict[str, str] = {}
+        self._next_touch = 0.0
+        self._next_claim = 0.0
+        self._next_cleanup = 0.0
+        self._taking = True
+
+    # -- connection ----------------------------------------------------------------------
+
+    def _client(self) -> Any:
+        client = self._client_obj
+        if client is not None:
+            return client
+        with self._connect_lock:
+            return self._connect()
+
+    def _connect(self) -> Any:
+        client = self._client_obj
+        if client is None:
+            redis = self._redis
+            options: dict[str, Any] = {
+                "socket_connect_timeout": 0.25, "socket_timeout": 1.0,
+                "decode_responses": True,
+                # One immediate retry (a pooled connection gone stale after a Redis
+                # restart); redis-py's default retries with sleeps would block capture.
+                "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 1),
+                "client_name": f"cdptrack-{self.role}",
+                **self._options,
+            }
+            client = redis.Redis.from_url(self._conn_url, **options)
+            self._client_obj = client
+            self._scripts = {name: client.register_script(text) for name, text in (
+                ("put", PUT), ("route", ROUTE), ("settle", SETTLE),
+                ("requeue", REQUEUE), ("touch", TOUCH))}
+        return client
+
+    def _script(self, name: str) -> Any:
+        self._client()
+        return self._scripts[name]
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def _failed(self, error: BaseException, doing: str) -> None:
+        """Redis did not answer: back off (no caller retries before ``_retry_at``)."""
+        now = time.monotonic()
+        self._retry_at = now + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        if self._down_since is None:
+            self._down_since = now
+            logger.warning("cdptrack: Redis outbox %s unavailable while %s (%s); "
+                           "keeping up to %d new events in memory meanwhile",
+                           self.url, doing, self._scrub(error), self.buffer_max)
+
+    def _answered(self) -> None:
+        if self._down_since is not None:
+            logger.warning("cdptrack: Redis outbox %s answers again (down %.1fs)",
+                           self.url, time.monotonic() - self._down_since)
+            self._down_since = None
+        self._backoff = BACKOFF_FIRST
+        self._retry_at = 0.0
+
+    def _scrub(self, error: BaseException) -> str:
+        text = f"{type(error).__name__}: {error}"
+        return text.replace(self._password, "***") if self._password else text
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        return (self._redis.RedisError, OSError)
+
+    # -- capture side --------------------------------------------------------------------
+
+    def put(self, item: Payload) -> bool:
+        if isinstance(item, Event):
+            data: Mapping[str, Any] = item.to_dict()
+        elif not item.get("message_id"):
+            # Fixed now, so every copy of this event (a retry, a takeover) has one id.
+            data = {**item, "message_id": str(uuid.uuid4())}
+        else:
+            data = item
+        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        if not self._buffer and self._available():
+            try:
+                added = self._script("put")(keys=[self.events_key], args=[self.maxlen, body])
+            except self._errors() as error:
+                self._failed(error, "accepting an event")
+            else:
+                self._answered()
+                if added is None:
+                    return False  # full: the Tracker counts dropped:queue_full
+                with self._lock:
+                    self._last += 1
+                return True
+        with self._lock:
+            if len(self._buffer) >= self.buffer_max:
+                self._drops["outbox_unavailable"] = self._drops.get("outbox_unavailable",
+                                                                    0) + 1
+                return False
+            self._last += 1
+            self._buffer.append((self._last, body))
+            return True
+
+    def drops(self) -> dict[str, int]:
+        """Events this outbox refused or lost, by reason (``outbox_unavailable``)."""
+        with self._lock:
+            return dict(self._drops)
+
+    def last_key(self) -> int:
+        return self._last
+
+    def min_open_key(self) -> int | None:
+        self._prune_requeued()
+        with self._lock:
+            candidates = [k for k in (
+                self._buffer[0][0] if self._buffer else None,
+                next(iter(self._requeued), None)) if k is not None]
+        return min(candidates) if candidates else None
+
+    def open_count(self) -> int:
+        self._prune_requeued()
+        with self._lock:
+            return len(self._buffer) + len(self._requeued)
+
+    def _prune_requeued(self) -> None:
+        """Replayed dead letters are open until some worker settled their entry."""
+        if not self._requeued or time.monotonic() - self._checked < 0.02:
+            return
+        with self._lock:
+            first = list(itertools.islice(self._requeued.items(), 100))
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for _, (dest, entry) in first:
+                pipe.xrange(self._dest_key(dest), entry, entry)
+            found = pipe.execute()
+        except self._errors():
+            return
+        self._checked = time.monotonic()
+        with self._lock:
+            for (key, _), rows in zip(first, found, strict=True):
+                if rows:
+                    break
+                self._requeued.pop(key, None)
+
+    # -- sender side ---------------------------------------------------------------------
+
+    def _dest_key(self, destination: str) -> str:
+        return self._dest_prefix + destination
+
+    def start(self) -> None:
+        if self.role == "worker":
+            try:
+                self._ensure_group(self.events_key)
+            except self._errors() as error:  # made later, on the first read
+                self._failed(error, "starting")
+            self._tick(force=True)
+
+    def maintain(self) -> bool:
+        return self._tick(force=True)
+
+    def stop_taking(self) -> None:
+        """Graceful stop, step one: hand out nothing more (in-flight work finishes)."""
+        self._taking = False
+
+    def in_flight(self) -> int:
+        """Entries this worker holds: handed to lanes, taken, or waiting to settle."""
+        return len(self._handed) + len(self._taken) + len(self._unsettled)
+
+    def take_new(self, limit: int) -> list[tuple[int, Payload | str]]:
+        self._tick()
+        if self.role != "worker" or not self._taking or not self._available():
+            return []
+        out: list[tuple[int, Payload | str]] = []
+        for entry, fields in self._read(self.events_key, limit, self._reclaimed_events()):
+            key = next(self._keys)
+            self._taken[key] = entry
+            out.append((key, fields.get("e", "")))
+        return out
+
+    def _reclaimed_events(self) -> deque[tuple[str, dict[str, str]]]:
+        return self._reclaimed.setdefault(self.events_key, deque())
+
+    def _read(self, stream: str, limit: int, waiting: deque[tuple[str, dict[str, str]]]
+              ) -> list[tuple[str, dict[str, str]]]:
+        """Entries taken over from dead workers first, then new ones for this group."""
+        out: list[tuple[str, dict[str, str]]] = []
+        while waiting and len(out) < limit:
+            out.append(waiting.popleft())
+        if len(out) >= limit:
+            return out
+        try:
+            self._ensure_group(stream)
+            try:
+                reply = self._client().xreadgroup(GROUP, self.consumer, {stream: ">"},
+                                                  count=limit - len(out))
+            except self._redis.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                self._groups.discard(stream)  # the key was deleted: make the group again
+                self._ensure_group(stream)
+                reply = []
+        except self._errors() as error:
+            self._failed(error, "reading work")
+            return out
+        self._answered()
+        for _name, entries in reply or []:
+            out.extend((entry, fields or {}) for entry, fields in entries)
+        return out
+
+    def _ensure_group(self, stream: str) -> None:
+        if stream in self._groups:
+            return
+        try:
+            self._client().xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except self._redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        self._groups.add(stream)
+
+    def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
+        refused: list[tuple[int, str]] = []
+        calls: list[tuple[Routing, list[str]]] = []
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            script = self._script("route")
+            for routing in routings:
+                entry = self._taken.get(routing.key)
+                if entry is None:
+                    continue
+                destinations = list(routing.requests) if routing.event is not None else []
+                body = (json.dumps(routing.event.to_dict(), separators=(",", ":"),
+                                   ensure_ascii=False, default=str)
+                        if routing.event is not None and destinations else "")
+                script(keys=[self.events_key, *map(self._dest_key, destinations)],
+                       args=[GROUP, entry, self.maxlen, body], client=pipe)
+                calls.append((routing, destinations))
+            results = pipe.execute() if calls else []
+        except self._errors() as error:
+            # Left pending on us and no longer refreshed: taken over after claim_idle.
+            for routing in routings:
+                self._taken.pop(routing.key, None)
+            self._failed(error, "routing events")
+            return []
+        self._answered()
+        for (routing, destinations), added in zip(calls, results, strict=True):
+            self._taken.pop(routing.key, None)
+            if added is None:
+                continue  # another worker routed it after taking it over
+            for name, entry in zip(destinations, added, strict=True):
+                if not entry:
+                    refused.append((routing.key, name))
+                else:
+                    self._cache(name, entry, routing.requests[name])
+        return refused
+
+    def _cache(self, destination: str, entry: str, requests: list[WireRequest]) -> None:
+        """Rendered requests in memory, so this worker's lane need not render again."""
+        self._rendered[(destination, entry)] = requests
+        while len(self._rendered) > 10_000:
+            self._rendered.popitem(last=False)
+
+    def next_for(self, destination: str, limit: int) -> list[Delivery]:
+        self._tick()
+        if self.role != "worker" or not self._taking or not self._available():
+            return []
+        stream = self._dest_key(destination)
+        out: list[Delivery] = []
+        broken: list[Delivery] = []
+        waiting = self._reclaimed.setdefault(stream, deque())
+        for entry, fields in self._read(stream, limit, waiting):
+            key = next(self._keys)
+            self._handed[key] = (destination, entry)
+            try:
+                event = Event.from_dict(json.loads(fields.get("e", "")))
+                only = json.loads(fields["o"]) if fields.get("o") else None
+            except ValueError:
+                broken.append(Delivery(key, destination, Event(type="track", event="?")))
+                continue
+            out.append(Delivery(key, destination, event,
+                                requests=self._rendered.pop((destination, entry), None),
+                                only=frozenset(only) if only else None))
+        if broken:  # unreadable entries (written by something else): do not loop on them
+            logger.warning("cdptrack: %d unreadable %s entries in %s dropped",
+                           len(broken), destination, self.url)
+            self.settle(broken)
+        return out
+
+    def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
+        by_event: dict[tuple[str, str], list[str]] = {}
+        for letter in letters:
+            text = json.dumps(_letter_dict(letter), ensure_ascii=False, default=str)
+            by_event.setdefault((letter.destination, str(letter.event.get("message_id"))),
+                                []).append(text)
+        work: list[tuple[str, str, list[str]]] = []
+        for delivery in done:
+            place = self._handed.pop(delivery.key, None)
+            if place is None:
+                continue
+            texts = by_event.pop((delivery.destination, delivery.event.message_id), [])
+            work.append((place[0], place[1], texts))
+        for (destination, _), texts in by_event.items():  # letters matching no delivery
+            work.append((destination, "", texts))
+        self._unsettled.extend(work)
+        self._settle_pending()
+
+    def _settle_pending(self) -> None:
+        if not self._unsettled or not self._available():
+            return
+        work, self._unsettled = self._unsettled, []
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            script = self._script("settle")
+            for destination, entry, texts in work:
+                script(keys=[self._dest_key(destination), self.dead_key, self._dead_seq_key],
+                       args=[GROUP, entry, self.dead_maxlen, *texts], client=pipe)
+            pipe.execute()
+        except self._errors() as error:
+            self._unsettled = work + self._unsettled  # kept (and refreshed) for later
+            self._failed(error, "settling deliveries")
+            return
+        self._answered()
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        places = [p for p in (self._handed.pop(d.key, None) for d in deliveries) if p]
+        self._touch([(self._dest_key(dest), entry) for dest, entry in places],
+                    RELEASED_IDLE_MS)
+
+    def backlog(self) -> dict[str, int]:
+        """Deliveries not yet read by any worker, per destination seen by this process."""
+        names = [s[len(self._dest_prefix):] for s in self._groups
+                 if s.startswith(self._dest_prefix)]
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for name in names:
+                pipe.xinfo_groups(self._dest_key(name))
+            infos = pipe.execute()
+        except self._errors():
+            return {}
+        out: dict[str, int] = {}
+        for name, groups in zip(names, infos, strict=True):
+            for group in groups:
+                if group.get("name") == GROUP and group.get("lag"):
+                    out[name] = int(group["lag"])
+        return out
+
+    def remaining(self, destinations: Iterable[str]) -> dict[str, int]:
+        """Unfinished entries in Redis (new events, and deliveries per destination),
+        over the whole fleet: entries are deleted when settled."""
+        names = list(destinations)
+        pipe = self._client().pipeline(transaction=False)
+        pipe.xlen(self.events_key)
+        for name in names:
+            pipe.xlen(self._dest_key(name))
+        counts = pipe.execute()
+        return {"events": int(counts[0]),
+                **{name: int(n) for name, n in zip(names, counts[1:], strict=True)}}
+
+    # -- upkeep: buffer, heartbeat, takeover ----------------------------------------------
+
+    def _tick(self, force: bool = False) -> bool:
+        """Upkeep, rate-limited; runs on every ``take_new`` (the dispatcher calls it at
+        least once a second) so that its pace follows ``claim_idle``, not the sender's."""
+        more = self._drain_buffer()
+        self._settle_pending()
+        if self.role != "worker" or not self._available():
+            return more
+        now = time.monotonic()
+        if force or now >= self._next_touch:
+            self._next_touch = now + max(0.1, self.claim_idle / 4)
+            self._heartbeat()
+        if self._taking and (force or now >= self._next_claim):
+            self._next_claim = now + max(0.2, min(self.claim_idle / 2, 5.0))
+            more = self._take_over() or more
+        if force and now >= self._next_cleanup:
+            self._next_cleanup = now + 60.0
+            self._forget_idle_consumers()
+        return more
+
+    def _drain_buffer(self) -> bool:
+        if not self._buffer or not self._available():
+            return False
+        with self._lock:
+            batch = list(itertools.islice(self._buffer, 500))
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            script = self._script("put")
+            for _, body in batch:
+                script(keys=[self.events_key], args=[self.maxlen, body], client=pipe)
+            results = pipe.execute()
+        except self._errors() as error:
+            self._failed(error, "moving buffered events")
+            return False
+        self._answered()
+        full = sum(1 for r in results if r is None)
+        with self._lock:
+            for _ in batch:
+                self._buffer.popleft()
+            if full:
+                self._drops["queue_full"] = self._drops.get("queue_full", 0) + full
+        if full:
+            logger.warning("cdptrack: %d buffered events dropped: %s is full (maxlen %d)",
+                           full, self.url, self.maxlen)
+        return True
+
+    def _heartbeat(self) -> None:
+        held = [(self.events_key, entry) for entry in self._taken.values()]
+        held += [(self._dest_key(dest), entry) for dest, entry in self._handed.values()]
+        held += [(self._dest_key(dest), entry) for dest, entry, _ in self._unsettled if entry]
+        held += [(stream, entry) for stream, waiting in self._reclaimed.items()
+                 for entry, _ in waiting]
+        self._touch(held, 0)
+
+    def _touch(self, held: Sequence[tuple[str, str]], idle_ms: int) -> None:
+        if not held:
+            return
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry in held:
+            by_stream.setdefault(stream, []).append(entry)
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            script = self._script("touch")
+            for stream, entries in by_stream.items():
+                for start in range(0, len(entries), 500):
+                    script(keys=[stream], client=pipe, args=[
+                        GROUP, self.consumer, idle_ms, *entries[start:start + 500]])
+            pipe.execute()
+        except self._errors() as error:
+            self._failed(error, "refreshing in-flight entries")
+
+    def _take_over(self) -> bool:
+        """XAUTOCLAIM entries idle longer than ``claim_idle`` (their worker died)."""
+        streams = sorted(self._groups)
+        if not streams:
+            return False
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for stream in streams:
+                pipe.xautoclaim(stream, GROUP, self.consumer, int(self.claim_idle * 1000),
+                                start_id=self._cursors.get(stream, "0-0"), count=100)
+            replies = pipe.execute(raise_on_error=False)
+        except self._errors() as error:
+            self._failed(error, "taking over idle entries")
+            return False
+        found = False
+        for stream, reply in zip(streams, replies, strict=True):
+            if isinstance(reply, Exception):
+                if "NOGROUP" in str(reply):
+                    self._groups.discard(stream)
+                continue
+            cursor, entries = reply[0], reply[1]
+            self._cursors[stream] = cursor
+            live = [(entry, fields) for entry, fields in entries if fields]
+            if live:
+                found = True
+                self._reclaimed.setdefault(stream, deque()).extend(live)
+                logger.info("cdptrack: took over %d idle entries of %s from a stopped "
+                            "worker", len(live), stream)
+        return found
+
+    def _forget_idle_consumers(self) -> None:
+        """Remove consumers that hold nothing and were idle for long (stopped workers);
+        a consumer holding entries is kept, or its entries would never come back."""
+        limit = max(600_000, int(self.claim_idle * 20_000))
+        try:
+            client = self._client()
+            for stream in sorted(self._groups):
+                for info in client.xinfo_consumers(stream, GROUP):
+                    if (info.get("name") != self.consumer and not info.get("pending")
+                            and int(info.get("idle", 0)) > limit):
+                        client.xgroup_delconsumer(stream, GROUP, info["name"])
+        except self._errors():
+            pass
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    def dead_letters(self, limit: int = 1000, destination: str | None = None
+                     ) -> list[DeadLetter]:
+        out: list[DeadLetter] = []
+        start = "-"
+        client = self._client()
+        while len(out) < limit:
+            rows = client.xrange(self.dead_key, start, "+", count=500)
+            for entry, fields in rows:
+                letter = _letter_from(entry, fields.get("l", ""))
+                if letter is not None and destination in (None, letter.destination):
+                    out.append(letter)
+                    if len(out) >= limit:
+                        break
+            if len(rows) < 500:
+                break
+            start = "(" + rows[-1][0]
+        return out
+
+    def requeue_dead(self, ids: Iterable[int]) -> int:
+        client = self._client()
+        script = self._script("requeue")
+        moved = 0
+        for ident in ids:
+            entry = f"{int(ident)}-1"
+            rows = client.xrange(self.dead_key, entry, entry)
+            letter = _letter_from(entry, rows[0][1].get("l", "")) if rows else None
+            if letter is None:
+                continue  # replayed by someone else meanwhile
+            body = json.dumps(letter.event, separators=(",", ":"), ensure_ascii=False)
+            added = script(keys=[self.dead_key, self._dest_key(letter.destination)],
+                           args=[entry, body, json.dumps([letter.message_id])])
+            if added is None:
+                continue
+            with self._lock:
+                self._last += 1
+                self._requeued[self._last] = (letter.destination, str(added))
+            moved += 1
+        return moved
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        # The parent keeps its buffer and its entries; the child gets a new connection
+        # pool (never the parent's sockets) and a consumer name of its own.
+        self._reset()
+
+    def close(self) -> None:
+        """Hand unfinished entries back to the group, move what is buffered, close."""
+        self._taking = False
+        if self._client_obj is None:
+            return
+        self._available_now()
+        self._settle_pending()
+        held = [(self.events_key, entry) for entry in self._taken.values()]
+        held += [(self._dest_key(dest), entry) for dest, entry in self._handed.values()]
+        held += [(stream, entry) for stream, waiting in self._reclaimed.items()
+                 for entry, _ in waiting]
+        self._touch(held, RELEASED_IDLE_MS)
+        self._taken.clear()
+        self._handed.clear()
+        self._reclaimed.clear()
+        while self._buffer and self._drain_buffer():
+            pass
+        with self._lock:
+            lost = len(self._buffer)
+            self._buffer.clear()
+            if lost:
+                self._drops["outbox_unavailable"] = (self._drops.get("outbox_unavailable", 0)
+                                                     + lost)
+        if lost:
+            logger.warning("cdptrack: %d events lost: %s did not answer before exit",
+                           lost, self.url)
+        try:
+            self._client_obj.close()
+        except self._errors():
+            pass
+        self._client_obj = None
+
+    def _available_now(self) -> None:
+        """At close, try Redis once more regardless of the backoff."""
+        self._retry_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"RedisOutbox({self.url!r}, prefix={self.prefix!r}, role={self.role!r})"
+
+
+def _letter_dict(letter: DeadLetter) -> dict[str, Any]:
+    return {"destination": letter.destination, "message_id": letter.message_id,
+            "method": letter.method, "url": letter.url, "status": letter.status,
+            "response": letter.response, "reason": letter.reason,
+            "attempts": letter.attempts, "event": letter.event, "request": letter.request,
+            "created": letter.created}
+
+
+def _letter_from(entry: str, text: str) -> DeadLetter | None:
+    try:
+        data = json.loads(text)
+        return DeadLetter(
+            destination=str(data["destination"]), message_id=str(data["message_id"]),
+            method=str(data["method"]), url=str(data["url"]), status=data.get("status"),
+            response=str(data.get("response", "")), reason=str(data.get("reason", "")),
+            attempts=int(data.get("attempts", 0)), event=dict(data["event"]),
+            request=dict(data.get("request") or {}), created=float(data.get("created", 0)),
+            id=int(entry.partition("-")[0]))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+__all__ = ["RedisOutbox", "redact_url"]
