@@ -301,6 +301,19 @@ class RedisOutbox(Outbox):
                 ("requeue", REQUEUE), ("touch", TOUCH))}
         return client
 
+    def blocking_client(self, timeout: float) -> Any:
+        """A separate client for blocking reads (``XREAD BLOCK``), so that they never
+        hold a connection the outbox needs."""
+        redis = self._redis
+        options = {"socket_connect_timeout": 1.0, "socket_timeout": timeout,
+                   "decode_responses": True, "client_name": "cdptrack-waker",
+                   **self._options}
+        return redis.Redis.from_url(self._conn_url, **options)
+
+    def stream_keys(self, destinations: Iterable[str]) -> list[str]:
+        """The events stream and the given destinations' delivery streams."""
+        return [self.events_key, *map(self._dest_key, destinations)]
+
     def _script(self, name: str) -> Any:
         self._client()
         return self._scripts[name]
@@ -317,7 +330,7 @@ class RedisOutbox(Outbox):
             self._down_since = now
             logger.warning("cdptrack: Redis outbox %s unavailable while %s (%s); "
                            "keeping up to %d new events in memory meanwhile",
-                           self.url, doing, self._scrub(error), self.buffer_max)
+                           self.url, doing, self.scrub(error), self.buffer_max)
 
     def _answered(self) -> None:
         if self._down_since is not None:
@@ -327,7 +340,8 @@ class RedisOutbox(Outbox):
         self._backoff = BACKOFF_FIRST
         self._retry_at = 0.0
 
-    def _scrub(self, error: BaseException) -> str:
+    def scrub(self, error: BaseException) -> str:
+        """An error as text, without the Redis password."""
         text = f"{type(error).__name__}: {error}"
         return text.replace(self._password, "***") if self._password else text
 
@@ -481,6 +495,7 @@ class RedisOutbox(Outbox):
             if "BUSYGROUP" not in str(error):
                 raise
         self._groups.add(stream)
+        self._next_claim = 0.0  # look for a stopped worker's entries in it right away
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
         refused: list[tuple[int, str]] = []
