@@ -112,7 +112,7 @@ class Tracker:
             else:
                 self._drop_everywhere(event, "queue_full")
         except Exception:
-            logger.exception("cdptrack: capture failed; event dropped")
+            logger.exception("capture failed; event dropped")
             self._drop_everywhere(event, "error")
 
     def _drop_everywhere(self, event: Any, reason: str) -> None:
@@ -121,7 +121,7 @@ class Tracker:
                 self._counters.drop(name, reason)
                 self._callbacks.drop(event, name, reason)
         except Exception:  # pragma: no cover - counting must not raise either
-            logger.exception("cdptrack: counting a dropped event failed")
+            logger.exception("counting a dropped event failed")
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -138,7 +138,7 @@ class Tracker:
             sender.start()
             self._sender = sender
             self._pid = pid
-            logger.debug("cdptrack: sender started in pid %d (outbox %s)", pid,
+            logger.debug("sender started in pid %d (outbox %s)", pid,
                          self._outbox.url)
             return sender
 
@@ -157,7 +157,7 @@ class Tracker:
         sender = self._sender
         assert sender is not None
         if threading.current_thread() is sender.thread:
-            logger.warning("cdptrack: flush() called from the sender thread; not waiting")
+            logger.warning("flush() called from the sender thread; not waiting")
             return False
         if not sender.wait_ready(timeout if timeout is not None else 60.0):
             return False
@@ -194,7 +194,7 @@ class Tracker:
             assert sender is not None
             left = max(0.5, timeout - (time.monotonic() - started))
             ok = sender.stop(left) and ok
-            logger.info("cdptrack: shut down (%s): %s", "drained" if ok else "not drained",
+            logger.info("shut down (%s): %s", "drained" if ok else "not drained",
                         self.stats())
         self._shutdown_result = ok
         return ok
@@ -270,7 +270,7 @@ def _after_fork_in_child() -> None:
         try:
             tracker._after_fork()
         except Exception:  # pragma: no cover
-            logger.exception("cdptrack: resetting a tracker after fork failed")
+            logger.exception("resetting a tracker after fork failed")
 
 
 def _at_exit() -> None:
@@ -278,7 +278,7 @@ def _at_exit() -> None:
         try:
             tracker._at_exit()
         except Exception:  # pragma: no cover
-            logger.exception("cdptrack: flushing at exit failed")
+            logger.exception("flushing at exit failed")
 
 
 if hasattr(os, "register_at_fork"):

@@ -150,8 +150,3 @@ def test_replay_needs_a_durable_outbox(apis: FourApis) -> None:
     assert result.returncode == 2
     assert "durable outbox" in result.stderr
 
-
-def test_worker_says_redis_is_not_supported_yet(apis: FourApis) -> None:
-    result = _cdptrack(["worker"], _env(apis))
-    assert result.returncode == 2
-    assert "not supported yet" in result.stderr

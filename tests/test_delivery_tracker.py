@@ -175,9 +175,9 @@ def test_memory_queue_is_bounded_per_destination(apis: FourApis) -> None:
     tracker.shutdown(0.5)
 
 
-def test_redis_outbox_is_a_clear_config_error() -> None:
-    with pytest.raises(ConfigError, match="not supported yet"):
-        Tracker(outbox="redis://localhost:6379/0")
+def test_outbox_urls_are_checked_when_the_tracker_is_built() -> None:
+    assert Tracker(outbox="redis://127.0.0.1:1/0").outbox.durable  # nothing connects yet
+    assert Tracker(outbox="sqlite:///never-opened.db").outbox.durable
     with pytest.raises(ConfigError, match="outbox"):
         Tracker(outbox="postgres://nope")
 

@@ -34,4 +34,4 @@ def _call(fn: Callable[..., None], name: str, *args: Any) -> None:
     try:
         fn(*args)
     except Exception:
-        logger.exception("cdptrack: the %s callback raised; ignored", name)
+        logger.exception("the %s callback raised; ignored", name)

@@ -134,7 +134,7 @@ class Lane:
                 raise
             except Exception:
                 # A bug must not kill the worker nor loop forever on the same rows.
-                logger.exception("cdptrack: %s lane failed on %d deliveries",
+                logger.exception("%s lane failed on %d deliveries",
                                  self.destination, len(deliveries))
                 self._counters.drop(self.destination, "error", len(deliveries))
                 self._outbox.settle(deliveries)
@@ -192,7 +192,7 @@ class Lane:
             self._counters.add(self.destination, "sent", len(requests))
             return []
         if outcome.reason == "rejected" and outcome.status not in (401, 403):
-            logger.warning("cdptrack: %s refused a batch of %d (%s); sending them singly",
+            logger.warning("%s refused a batch of %d (%s); sending them singly",
                            self.destination, len(requests), outcome.status)
             letters: list[DeadLetter] = []
             for request, delivery in batch:
@@ -237,16 +237,16 @@ class Lane:
                 answer = truncate(response.text, self._secrets)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             if verdict == "dead":
-                logger.warning("cdptrack: %s answered %s to %s; dead-lettered",
+                logger.warning("%s answered %s to %s; dead-lettered",
                                self.destination, status, what)
                 return Outcome(False, status, answer, attempt, "rejected")
             delay = self._policy.delay(attempt, retry_after)
             if not self._policy.allows(time.monotonic() - started, delay):
-                logger.warning("cdptrack: %s: %s still failing after %d attempts (%s); "
+                logger.warning("%s: %s still failing after %d attempts (%s); "
                                "dead-lettered", self.destination, what, attempt,
                                status or answer)
                 return Outcome(False, status, answer, attempt, "retry_time_exceeded")
-            logger.debug("cdptrack: %s: %s failed (%s), retry in %.2fs",
+            logger.debug("%s: %s failed (%s), retry in %.2fs",
                          self.destination, what, status or answer, delay)
             self._counters.add(self.destination, "retried", messages)
             await asyncio.sleep(delay)
@@ -268,6 +268,6 @@ class Lane:
         )
 
     def _dry_run(self, request: WireRequest) -> None:
-        logger.info("cdptrack dry run: %s", json.dumps(request.to_public_dict(),
+        logger.info("dry run: %s", json.dumps(request.to_public_dict(),
                                                        ensure_ascii=False))
         self._counters.add(self.destination, "dry_run")

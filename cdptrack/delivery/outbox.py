@@ -164,8 +164,9 @@ class Outbox(abc.ABC):
 
 
 def open_outbox(url: str, *, max_queue: int = 10_000) -> Outbox:
-    """``memory``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``; anything else is
-    a :class:`~cdptrack.config.ConfigError` that names the setting."""
+    """``memory``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
+    ``redis://host:port/db`` (see :mod:`.outbox_redis`); anything else is a
+    :class:`~cdptrack.config.ConfigError` that names the setting.  Nothing connects yet."""
     text = (url or "memory").strip()
     if text in {"memory", "memory://", "mem"}:
         from .outbox_memory import MemoryOutbox
@@ -176,12 +177,12 @@ def open_outbox(url: str, *, max_queue: int = 10_000) -> Outbox:
 
         return SQLiteOutbox.from_url(text, max_queue=max_queue)
     if text.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(
-            "outbox: a Redis outbox (CDPTRACK_OUTBOX=redis://...) is not supported yet; "
-            "use 'memory' or 'sqlite:///path/to/outbox.db'"
-        )
+        from .outbox_redis import RedisOutbox
+
+        return RedisOutbox.from_url(text, max_queue=max_queue)
     raise ConfigError(
-        f"outbox must be 'memory' or 'sqlite:///path', got {text!r} (CDPTRACK_OUTBOX)"
+        "outbox must be 'memory', 'sqlite:///path' or 'redis://host:port/db', "
+        f"got {text!r} (CDPTRACK_OUTBOX)"
     )
 
 
