@@ -169,7 +169,7 @@ def main() -> None:
             rate, stats = delivery_rate(config_for(port, destinations), events)
             requests = sum(row["sent"] for row in stats.values())
             rows.append((f"delivery, {label}",
-                         f"{rate:,.0f} events/s ({requests:,} requests sent)"))
+                         f"{rate:,.0f} events/s ({requests:,} messages accepted)"))
         with tempfile.TemporaryDirectory() as tmp:
             small = events[: min(len(events), 5000)]
             rate, _ = delivery_rate(config_for(port, all_four), small,
