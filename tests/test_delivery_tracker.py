@@ -88,6 +88,21 @@ def test_renderer_refusals_are_counted_per_destination_and_reason(apis: FourApis
     tracker.shutdown()
 
 
+def test_events_an_api_has_no_form_for_are_skipped_not_dropped(apis: FourApis) -> None:
+    tracker = Tracker(apis.config(), **FAST)
+    tracker.capture(track("Product Impressions",
+                          {"products": [{"product_id": "1", "container_type": "7"}]},
+                          visitor={"sc": "ABC", "email": "a@b.example",
+                                   "orangepill_identity": "op-1"}))
+    assert tracker.flush(20)
+    stats = tracker.stats()
+    assert stats["yespo_tracker"]["sent"] == 1
+    for name in ("yespo_events", "customerio", "orangepill"):
+        assert stats[name]["skipped:no_mapping"] == stats[name]["skipped"] == 1
+        assert stats[name]["dropped"] == 0
+    tracker.shutdown()
+
+
 def test_a_raising_callback_does_not_kill_the_sender(apis: FourApis) -> None:
     def explode(*args: Any) -> None:
         raise RuntimeError("callback bug")

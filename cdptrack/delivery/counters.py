@@ -1,7 +1,9 @@
 """Per-destination counters: what was enqueued, sent, retried, dropped (and why), dead.
 
 Nothing is dropped silently: every event a destination did not get is counted here
-under ``dropped`` and ``dropped:<reason>``.  Updates come from the sender thread and,
+under ``dropped`` and ``dropped:<reason>`` — except events the destination's API has no
+form for at all (``no_mapping``: a Product Impressions for Customer.io), which are counted
+as ``skipped`` / ``skipped:no_mapping``: by design, not a loss an operator should chase.  Updates come from the sender thread and,
 for drops at capture, from the caller's thread, so a lock guards them.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-BASE_KEYS = ("enqueued", "sent", "retried", "dropped", "dead")
+BASE_KEYS = ("enqueued", "sent", "retried", "dropped", "skipped", "dead")
+# Reasons that mean "this API has no such event", not "this event was lost".
+SKIP_REASONS = frozenset({"no_mapping"})
 
 
 class Counters:
@@ -35,8 +39,9 @@ class Counters:
             counter = self._by_destination.get(destination)
             if counter is None:
                 counter = self._by_destination[destination] = Counter()
-            counter["dropped"] += n
-            counter["dropped:" + reason] += n
+            kind = "skipped" if reason in SKIP_REASONS else "dropped"
+            counter[kind] += n
+            counter[f"{kind}:{reason}"] += n
 
     def ensure(self, destination: str) -> None:
         with self._lock:
