@@ -3,8 +3,10 @@
 Nothing is dropped silently: every event a destination did not get is counted here
 under ``dropped`` and ``dropped:<reason>`` — except events the destination's API has no
 form for at all (``no_mapping``: a Product Impressions for Customer.io), which are counted
-as ``skipped`` / ``skipped:no_mapping``: by design, not a loss an operator should chase.  Updates come from the sender thread and,
-for drops at capture, from the caller's thread, so a lock guards them.
+as ``skipped`` / ``skipped:no_mapping``: by design, not a loss an operator should chase.
+
+Updates come from the sender thread and, for drops at capture, from the caller's
+thread, so a lock guards them.
 """
 
 from __future__ import annotations
