@@ -69,7 +69,7 @@ def test_send_reports_malformed_lines_by_number_and_exits_1(apis: FourApis, tmp_
     events.write_text("\n".join([lines[0], "{not json", '{"type": "track"}', lines[1]]) + "\n")
     result = _cdptrack(["send", str(events)], _env(apis))
     assert result.returncode == 1
-    assert f"{events}:2: malformed JSON" in result.stderr
+    assert f"{events}:2: invalid JSON" in result.stderr
     assert f"{events}:3: invalid event" in result.stderr
     assert set(markers_received(apis.customerio)) == {marker(0), marker(1)}
 

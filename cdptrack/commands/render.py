@@ -18,7 +18,7 @@ from typing import IO
 
 from ..config import DESTINATIONS, Config, ConfigError
 from ..destinations import render_event
-from ..events import Event, EventError
+from .event_lines import EventLines
 
 PLACEHOLDERS = {
     "yespo_site_id": "YOUR_SITE_ID",
@@ -68,41 +68,26 @@ def render_stream(
     quiet: bool = False,
 ) -> int:
     chosen = destinations or list(config.enabled())
-    bad_lines = 0
+    lines = EventLines(sources, err)
     events = 0
     requests = 0
     skipped: Counter[tuple[str, str]] = Counter()
-    for source in sources:
-        name = getattr(source, "name", "<stdin>")
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            try:
-                event = Event.from_dict(json.loads(line))
-            except json.JSONDecodeError as error:
-                bad_lines += 1
-                print(f"{name}:{number}: invalid JSON: {error.msg} (column {error.colno})",
-                      file=err)
-                continue
-            except EventError as error:
-                bad_lines += 1
-                print(f"{name}:{number}: invalid event: {error}", file=err)
-                continue
-            events += 1
-            rendered = render_event(event, config, chosen)
-            for request in rendered.requests:
-                requests += 1
-                out.write(json.dumps(request.to_public_dict(), ensure_ascii=False,
-                                     indent=2 if pretty else None) + "\n")
-            for destination, reason in rendered.skipped:
-                skipped[(destination, reason)] += 1
-                if not quiet and reason != "no_mapping":  # by design; summed below
-                    print(f"{name}:{number}: {event.label} not sent to {destination}: "
-                          f"{reason}", file=err)
+    for name, number, event in lines:
+        events += 1
+        rendered = render_event(event, config, chosen)
+        for request in rendered.requests:
+            requests += 1
+            out.write(json.dumps(request.to_public_dict(), ensure_ascii=False,
+                                 indent=2 if pretty else None) + "\n")
+        for destination, reason in rendered.skipped:
+            skipped[(destination, reason)] += 1
+            if not quiet and reason != "no_mapping":  # by design; summed below
+                print(f"{name}:{number}: {event.label} not sent to {destination}: "
+                      f"{reason}", file=err)
     out.flush()
     if not quiet:
         print(f"cdptrack render: {events} event(s) → {requests} request(s); "
-              f"{sum(skipped.values())} not sent, {bad_lines} malformed line(s)", file=err)
+              f"{sum(skipped.values())} not sent, {lines.bad} malformed line(s)", file=err)
         for (destination, reason), count in sorted(skipped.items()):
             print(f"  {destination}: {reason}: {count}", file=err)
-    return 1 if bad_lines else 0
+    return 1 if lines.bad else 0

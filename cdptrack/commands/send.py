@@ -13,7 +13,6 @@ configuration error.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import IO, TextIO
@@ -21,7 +20,7 @@ from typing import IO, TextIO
 from ..client import Tracker
 from ..config import Config, ConfigError
 from ..delivery.progress import Progress
-from ..events import Event, EventError
+from .event_lines import EventLines
 
 # Drops that mean an event was lost, as opposed to a renderer's "not for this API".
 LOSS_REASONS = frozenset({"queue_full", "shutdown", "invalid", "error", "render_error"})
@@ -66,33 +65,18 @@ def send_stream(sources: list[IO[str]], tracker: Tracker, err: TextIO, *,
                 timeout: float = 60.0, quiet: bool = False,
                 progress: Progress | None = None) -> int:
     bar = progress or Progress("cdptrack send", err)
-    bad_lines = 0
+    lines = EventLines(sources, err)
     accepted = 0
     limit = 1000  # events in flight before reading more input (back-pressure)
-    for source in sources:
-        name = getattr(source, "name", "<stdin>")
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            try:
-                event = Event.from_dict(json.loads(line))
-            except json.JSONDecodeError as error:
-                bad_lines += 1
-                print(f"{name}:{number}: malformed JSON: {error.msg} (column {error.colno})",
-                      file=err)
-                continue
-            except EventError as error:
-                bad_lines += 1
-                print(f"{name}:{number}: invalid event: {error}", file=err)
-                continue
-            tracker.capture(event)
-            accepted += 1
-            if accepted % 100 == 0:
+    for _name, _number, event in lines:
+        tracker.capture(event)
+        accepted += 1
+        if accepted % 100 == 0:
+            pending = tracker.pending()
+            bar.update(accepted - pending, None, f"{accepted} read")
+            while pending >= limit:
+                time.sleep(0.01)
                 pending = tracker.pending()
-                bar.update(accepted - pending, None, f"{accepted} read")
-                while pending >= limit:
-                    time.sleep(0.01)
-                    pending = tracker.pending()
     delivered = wait_delivered(tracker, accepted, timeout, bar)
     bar.close()
     stats = tracker.stats()
@@ -104,9 +88,9 @@ def send_stream(sources: list[IO[str]], tracker: Tracker, err: TextIO, *,
                  else "they are lost")
         print(f"cdptrack send: {left} events not delivered within {timeout:g}s; {where}",
               file=err)
-    if bad_lines:
-        print(f"cdptrack send: {bad_lines} malformed line(s) not sent", file=err)
-    return 0 if delivered and not lost and not bad_lines else 1
+    if lines.bad:
+        print(f"cdptrack send: {lines.bad} malformed line(s) not sent", file=err)
+    return 0 if delivered and not lost and not lines.bad else 1
 
 
 def wait_delivered(tracker: Tracker, total: int, timeout: float, bar: Progress) -> bool:
