@@ -25,25 +25,22 @@ class Counters:
         self._by_destination: dict[str, Counter[str]] = {}
 
     def add(self, destination: str, key: str, n: int = 1) -> None:
-        if n == 0:
-            return
-        with self._lock:
-            counter = self._by_destination.get(destination)
-            if counter is None:
-                counter = self._by_destination[destination] = Counter()
-            counter[key] += n
+        self._bump(destination, (key,), n)
 
     def drop(self, destination: str, reason: str, n: int = 1) -> None:
         """Count ``n`` events or requests that will not reach ``destination``."""
+        kind = "skipped" if reason in SKIP_REASONS else "dropped"
+        self._bump(destination, (kind, f"{kind}:{reason}"), n)
+
+    def _bump(self, destination: str, keys: tuple[str, ...], n: int) -> None:
         if n == 0:
             return
         with self._lock:
             counter = self._by_destination.get(destination)
             if counter is None:
                 counter = self._by_destination[destination] = Counter()
-            kind = "skipped" if reason in SKIP_REASONS else "dropped"
-            counter[kind] += n
-            counter[f"{kind}:{reason}"] += n
+            for key in keys:
+                counter[key] += n
 
     def ensure(self, destination: str) -> None:
         with self._lock:
