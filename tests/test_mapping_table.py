@@ -224,7 +224,7 @@ def test_orangepill_idempotency_key_is_stable_per_event_and_differs_between_even
     again = render_event(Event.from_dict(data), CONFIG, ["orangepill"]).requests[0]
     other = render_event(Event.from_dict({**data, "message_id": "m-2"}), CONFIG,
                          ["orangepill"]).requests[0]
-    assert first.headers["idempotency-key"] == again.headers["idempotency-key"]
+    assert first.headers["idempotency-key"] == again.headers["idempotency-key"] == "m-1"
     assert first.headers["idempotency-key"] != other.headers["idempotency-key"]
 
 

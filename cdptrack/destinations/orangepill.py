@@ -3,7 +3,7 @@
 Track and page events become custom person events,
 ``POST /identities/{id}/person/event/{event}`` with ``{"data": {"properties": {...}}}``;
 ``identify`` becomes a person update, ``PATCH /identities/{id}/person``.  Both need the
-visitor's Orangepill identity.  The ``idempotency-key`` is derived from the event's
+visitor's Orangepill identity.  The ``idempotency-key`` is the event's
 ``message_id``, so every retry of a request carries the same key and runs only once.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import quote
 from .. import events as ev
 from ..config import Config
 from ..events import Event
-from .base import NotSent, WireRequest, derived_id, join_url
+from .base import NotSent, WireRequest, join_url
 
 DESTINATION = "orangepill"
 
@@ -103,8 +103,9 @@ def render(event: Event, config: Config) -> list[WireRequest]:
 
 
 def idempotency_key(message_id: str) -> str:
-    """A key derived from the event's ``message_id``: the same on every retry."""
-    return derived_id(message_id, DESTINATION)
+    """The event's ``message_id`` itself: one event makes at most one Orangepill request,
+    and every retry of that request carries the same key, so it runs only once."""
+    return message_id
 
 
 def _person(event: Event) -> dict[str, Any]:
