@@ -1,0 +1,470 @@
+"""Django adapter: ``cdptrack.integrations.django.CDPTrackMiddleware`` in ``MIDDLEWARE``.
+
+Add it after ``SessionMiddleware`` and ``AuthenticationMiddleware``::
+
+    MIDDLEWARE = [
+        ...,
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        ...,
+        "cdptrack.integrations.django.CDPTrackMiddleware",
+    ]
+    CDPTRACK = {"yespo_site_id": "...", "cookie_domain": ".shop.example"}
+
+Settings: the ``CDPTRACK`` dict (keys are :class:`cdptrack.Config` and
+:class:`~cdptrack.observe_options.ObserveOptions` names, plus ``tracker`` (a ready
+tracker, any object with ``capture(event)``) and ``config`` (a ready ``Config``)) wins
+over the ``CDPTRACK_*`` environment variables.  One tracker per process is made lazily
+from them, the first time a middleware instance is built; the tracker starts its sender
+on first use (so it is safe under a pre-forking server) and flushes, bounded, at exit.
+Changing ``CDPTRACK`` with ``override_settings`` builds a fresh one.
+
+The middleware hands the core what only Django knows: the live ``request.session``
+before and after the view (read without marking it accessed, so no ``Vary: Cookie``
+is added), ``request.resolver_match`` (route template, ``url_name``, captured kwargs;
+routes are never matched again), the signed-in ``request.user`` and the
+``context_data`` of a ``TemplateResponse``.  It adds the ``sc`` cookie for a new
+visitor (the only change made to a response) and builds the events in the response's
+``close()``, which the WSGI server (or Django's ASGI handler) calls once the body has
+been sent, after the last chunk of a streaming response too.  Errors inside cdptrack
+are logged and counted, never raised into the request.
+
+Under an outer :class:`cdptrack.wsgi.CDPTrackWSGIMiddleware` (or the ASGI one), the
+request already has its state: this middleware then only fills in the Django facts and
+leaves the cookie and the events to the outer one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.http import FileResponse, HttpRequest, HttpResponseBase
+from django.utils.functional import LazyObject
+
+from cdptrack.config import Config
+from cdptrack.observe_core import EventSink, Observer, make_observer
+from cdptrack.observe_options import ObserveOptions, split_options
+from cdptrack.observe_state import STATE_KEY, RequestState, SessionSnapshot, current_state
+from cdptrack.session import snapshot
+from cdptrack.visitor import identity_from_user, raw_get
+
+logger = logging.getLogger("cdptrack.observe")
+
+SETTING = "CDPTRACK"
+# django.contrib.auth.SESSION_KEY, named here so the adapter works without contrib.auth.
+AUTH_SESSION_KEY = "_auth_user_id"
+_MIDDLEWARE_PATH = "cdptrack.integrations.django.CDPTrackMiddleware"
+_NEEDED_BEFORE = (
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+)
+_HEADERS = (
+    ("cookie", "HTTP_COOKIE"), ("user-agent", "HTTP_USER_AGENT"), ("sec-gpc", "HTTP_SEC_GPC"),
+    ("sec-purpose", "HTTP_SEC_PURPOSE"), ("purpose", "HTTP_PURPOSE"),
+    ("x-purpose", "HTTP_X_PURPOSE"), ("x-moz", "HTTP_X_MOZ"), ("referer", "HTTP_REFERER"),
+    ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
+    ("x-forwarded-proto", "HTTP_X_FORWARDED_PROTO"),
+    ("x-forwarded-host", "HTTP_X_FORWARDED_HOST"),
+)
+
+
+# --- the process-wide tracker ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DjangoTracking:
+    """The process's observer and tracker, as built from settings."""
+
+    observer: Observer
+    owns_tracker: bool  # made here from settings (not given as ``CDPTRACK["tracker"]``)
+
+    @property
+    def tracker(self) -> EventSink:
+        return self.observer.tracker
+
+    def stats(self) -> dict[str, int]:
+        return self.observer.stats()
+
+
+_lock = threading.Lock()
+_tracking: DjangoTracking | None = None
+
+
+def tracking() -> DjangoTracking:
+    """The process's tracking, built from settings on first use."""
+    global _tracking
+    found = _tracking
+    if found is None:
+        with _lock:
+            if _tracking is None:
+                _tracking = tracking_from_settings()
+            found = _tracking
+    return found
+
+
+def get_tracker() -> EventSink:
+    """The process's tracker (``flush(timeout)``, ``stats()`` on a real ``Tracker``)."""
+    return tracking().tracker
+
+
+def reset() -> None:
+    """Forget the process's tracking; the next request builds it again from settings.
+    A tracker made here is not stopped: it still flushes, bounded, at exit."""
+    global _tracking
+    with _lock:
+        _tracking = None
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in (SETTING, "SESSION_COOKIE_NAME", "STATIC_URL", "MEDIA_URL"):
+        reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="cdptrack.integrations.django")
+
+
+def tracking_from_settings() -> DjangoTracking:
+    """Read ``settings.CDPTRACK`` over the ``CDPTRACK_*`` environment variables."""
+    raw = getattr(settings, SETTING, None) or {}
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(f"settings.{SETTING} must be a dict of cdptrack options")
+    values = dict(raw)
+    tracker: EventSink | None = values.pop("tracker", None)
+    config: Config | None = values.pop("config", None)
+    config_kw, observe_kw = split_options(values)
+    env = {k: v for k, v in os.environ.items() if k.startswith("CDPTRACK_")}
+    if "session_cookie_name" not in observe_kw and "CDPTRACK_SESSION_COOKIE_NAME" not in env:
+        observe_kw["session_cookie_name"] = getattr(settings, "SESSION_COOKIE_NAME", "sessionid")
+    options = ObserveOptions.from_mapping(env, **observe_kw)
+    served = tuple(
+        url for url in (getattr(settings, "STATIC_URL", None), getattr(settings, "MEDIA_URL", None))
+        if isinstance(url, str) and url.startswith("/") and url != "/"
+        and url not in options.static_prefixes and url not in options.ignore_paths)
+    if served:
+        options = options.with_overrides(ignore_paths=options.ignore_paths + served)
+    if tracker is None and config is None:
+        config = Config.from_mapping(env, **config_kw)
+        config_kw = {}
+    observer, owns = make_observer(tracker, config=config, options=options, **config_kw)
+    return DjangoTracking(observer, owns)
+
+
+# --- the middleware -------------------------------------------------------------------
+
+
+class CDPTrackMiddleware:
+    """Turns each Django request into canonical events, after its response is sent.
+
+    A sync middleware: under ASGI Django runs it in a thread, as it does
+    ``SessionMiddleware``, so session backends that query a database work unchanged.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+        tracking()  # a settings mistake shows at start-up, not in the first request
+        _warn_about_order()
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        started = _begin(request)
+        if started is None:
+            return self.get_response(request)
+        observer, state, owned = started
+        token = current_state.set(state)
+        try:
+            response = self.get_response(request)
+        finally:
+            current_state.reset(token)
+        _complete(observer, state, owned, request, response)
+        return response
+
+
+def _begin(request: HttpRequest) -> tuple[Observer, RequestState, bool] | None:
+    """The request's state (``owned`` unless an outer cdptrack middleware made it),
+    with the session as it was before the view; ``None`` when it is not tracked."""
+    try:
+        observer = tracking().observer
+    except Exception:
+        logger.warning("cdptrack: settings.%s cannot be used; request not tracked", SETTING,
+                       exc_info=True)
+        return None
+    try:
+        meta = request.META
+        outer = meta.get(STATE_KEY)
+        if outer is None:
+            scope = getattr(request, "scope", None)
+            outer = scope.get(STATE_KEY) if isinstance(scope, dict) else None
+        if isinstance(outer, RequestState):
+            state, owned = outer, False
+        else:
+            found = _begin_state(observer, request)
+            if found is None:
+                return None
+            state, owned = found, True
+            meta[STATE_KEY] = state
+        state.request = request
+        session = getattr(request, "session", None)
+        if session is not None:
+            state.session_before = _read_session(session, observer.options)
+        return observer, state, owned
+    except Exception:
+        observer.error("django_begin")
+        return None
+
+
+def _begin_state(observer: Observer, request: HttpRequest) -> RequestState | None:
+    meta = request.META
+    headers = {name: meta[key] for name, key in _HEADERS if key in meta}
+    try:
+        host = request.get_host()  # honours USE_X_FORWARDED_HOST and ALLOWED_HOSTS
+    except Exception:
+        host = meta.get("HTTP_HOST") or \
+            f"{meta.get('SERVER_NAME', 'localhost')}:{meta.get('SERVER_PORT', '80')}"
+    path, path_info = request.path, request.path_info
+    script = path[:-len(path_info)] if path_info and path.endswith(path_info) else ""
+    return observer.begin(
+        request.method or "GET", request.scheme or "http", host, path,
+        meta.get("QUERY_STRING", ""), script, meta.get("REMOTE_ADDR"), headers, meta,
+    )
+
+
+def _complete(observer: Observer, state: RequestState, owned: bool, request: HttpRequest,
+              response: HttpResponseBase) -> None:
+    """After the view: route, session, user and template context; for an owned state
+    also the ``sc`` cookie and the events, built when the response is closed."""
+    try:
+        read_resolver_match(state, request)
+        session = getattr(request, "session", None)
+        if session is not None and state.session_before is not None:
+            state.session_after = _session_after(session, state.session_before,
+                                                 observer.options)
+        if observer.options.user_loader is None:
+            _read_user(state, request)
+        context = getattr(response, "context_data", None)
+        if isinstance(context, Mapping):
+            state.template_context = context if state.template_context is None else {
+                **context, **state.template_context}
+        if not owned:
+            return
+        state.html = str(response.get("Content-Type", ""))[:9].lower() == "text/html"
+        if observer.options.cookie_name in response.cookies:
+            state.status = response.status_code  # the view set the cookie itself
+        else:
+            cookie = observer.response_cookie(state, response.status_code)
+            if cookie is not None:
+                response.cookies.load(cookie)
+        if response.streaming and not isinstance(response, FileResponse):
+            _carry_state_into_stream(response, state)
+        _finish_on_close(observer, state, response)
+    except Exception:
+        observer.error("django_response")
+
+
+def _finish_on_close(observer: Observer, state: RequestState,
+                     response: HttpResponseBase) -> None:
+    # Every server calls close() once the body is out (Django's ASGI handler too, and
+    # the WSGI handler hands it to wsgi.file_wrapper); the events are built first, while
+    # the request's database connection is still open for a catalogue loader.
+    close = response.close
+    finished = False
+
+    def close_and_track() -> None:
+        nonlocal finished
+        if not finished:
+            finished = True
+            observer.finish(state)  # never raises
+        close()
+
+    setattr(response, "close", close_and_track)  # noqa: B010 (an instance override)
+
+
+def _carry_state_into_stream(response: Any, state: RequestState) -> None:
+    """Let ``track.*`` calls inside a streamed body find the request: the server reads
+    the body after the middleware returned, outside the context it set."""
+    if getattr(response, "is_async", False):
+        response.streaming_content = _async_chunks(response.streaming_content, state)
+    else:
+        response.streaming_content = _chunks(response.streaming_content, state)
+
+
+def _chunks(content: Iterable[bytes], state: RequestState) -> Iterator[bytes]:
+    chunks = iter(content)
+    while True:
+        token = current_state.set(state)
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        finally:
+            current_state.reset(token)
+        yield chunk
+
+
+async def _async_chunks(content: AsyncIterator[bytes],
+                        state: RequestState) -> AsyncIterator[bytes]:
+    chunks = aiter(content)
+    while True:
+        token = current_state.set(state)
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        finally:
+            current_state.reset(token)
+        yield chunk
+
+
+# --- what only Django knows -------------------------------------------------------------
+
+
+def read_resolver_match(state: RequestState, request: HttpRequest) -> None:
+    """The route Django matched: template, ``url_name`` and captured kwargs; the view
+    function carries any ``@track`` declaration."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return
+    route = getattr(match, "route", None)
+    if isinstance(route, str):
+        state.route_template = state.script_root.rstrip("/") + "/" + route_template(route)
+    func = match.func
+    name = getattr(func, "__name__", None)
+    state.endpoint_name = match.url_name or (name if name not in (None, "view") else None)
+    params = getattr(match, "captured_kwargs", None)  # without path(..., kwargs={...})
+    state.path_params = dict(params if params is not None else match.kwargs)
+    state.endpoint = func
+
+
+_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
+
+
+def route_template(route: str) -> str:
+    """``re_path`` patterns read like ``path`` ones: ``^item/(?P<pk>\\d+)/$`` becomes
+    ``item/{pk}/``; ``path`` routes (``item/<int:pk>/``) are returned unchanged."""
+    if not (route.startswith("^") or route.endswith("$") or "(?P<" in route):
+        return route
+    out: list[str] = []
+    i, n = 0, len(route)
+    while i < n:
+        found = _NAMED_GROUP.match(route, i)
+        if found is not None:
+            depth, j = 1, found.end()
+            while j < n and depth:
+                if route[j] == "\\":
+                    j += 1
+                elif route[j] == "(":
+                    depth += 1
+                elif route[j] == ")":
+                    depth -= 1
+                j += 1
+            out.append("{" + found.group(1) + "}")
+            i = j
+            continue
+        char = route[i]
+        if char == "\\" and i + 1 < n:
+            if route[i + 1] == "Z":
+                i += 2
+                continue
+            out.append(route[i + 1])
+            i += 2
+            continue
+        if char not in "^$?":
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _read_session(session: Any, options: ObserveOptions) -> SessionSnapshot:
+    """A snapshot of a Django session, plus the signed-in user's id, read without
+    marking the session accessed (which would add ``Vary: Cookie`` to the response)."""
+    accessed = getattr(session, "accessed", None)
+    try:
+        found = snapshot(session, options)
+        user_id = raw_get(session, AUTH_SESSION_KEY)
+    finally:
+        if accessed is not None:
+            session.accessed = accessed
+    if user_id is not None:
+        if found.identity is None:
+            found.identity = {}
+        found.identity.setdefault("user_id", str(user_id))
+    return found
+
+
+def _session_after(session: Any, before: SessionSnapshot,
+                   options: ObserveOptions) -> SessionSnapshot:
+    # A session the view did not modify is not saved (unless SESSION_SAVE_EVERY_REQUEST):
+    # it is what it was, whatever the view did to the objects inside it.
+    if getattr(session, "modified", True) or getattr(settings, "SESSION_SAVE_EVERY_REQUEST",
+                                                     False):
+        return _read_session(session, options)
+    return SessionSnapshot(cart=before.cart, cart_id=before.cart_id,
+                           identity=dict(before.identity or {}), order=before.order)
+
+
+def _read_user(state: RequestState, request: HttpRequest) -> None:
+    """``request.user`` when signed in, its fields merged into the identity on both sides
+    of the view when it is the same user, so only a sign-in reads as a new identity."""
+    if state.user is not None:  # track.user(...) in the view
+        return
+    user = request.__dict__.get("user")
+    if user is None:
+        return
+    after = state.session_after
+    if isinstance(user, LazyObject) and after is not None and not (
+            after.identity or {}).get("user_id"):
+        return  # AuthenticationMiddleware's lazy user with no one signed in: no lookup
+    session = getattr(request, "session", None)
+    accessed = getattr(session, "accessed", None)
+    try:
+        if not getattr(user, "is_authenticated", False):
+            return
+        fields = identity_from_user(user)
+    finally:
+        if accessed is not None:
+            session.accessed = accessed  # type: ignore[union-attr]
+    state.user = user
+    before = state.session_before
+    if after is None or before is None:
+        return
+    after_identity = after.identity if after.identity is not None else {}
+    after.identity = after_identity
+    for name, value in fields.items():
+        after_identity.setdefault(name, value)
+    user_id = after_identity.get("user_id")
+    if user_id is not None and before.identity and before.identity.get("user_id") == user_id:
+        for name, value in fields.items():
+            before.identity.setdefault(name, value)
+
+
+def _warn_about_order() -> None:
+    names = [str(n) for n in getattr(settings, "MIDDLEWARE", None) or ()]
+    if _MIDDLEWARE_PATH not in names:
+        return
+    mine = names.index(_MIDDLEWARE_PATH)
+    for needed in _NEEDED_BEFORE:
+        if needed in names and names.index(needed) > mine:
+            logger.warning("cdptrack: put %s after %s in MIDDLEWARE, or carts and sign-ins "
+                           "are not seen", _MIDDLEWARE_PATH, needed)
+
+
+__all__ = [
+    "CDPTrackMiddleware",
+    "DjangoTracking",
+    "get_tracker",
+    "read_resolver_match",
+    "reset",
+    "route_template",
+    "tracking",
+    "tracking_from_settings",
+]
