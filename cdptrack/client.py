@@ -16,6 +16,11 @@ Guarantees (see ``cdptrack/delivery/outbox_*.py`` for the details):
 * ``sqlite:///path`` outbox: ``capture`` commits the event to the file (WAL,
   ``synchronous=NORMAL``) before it returns, so an accepted event survives a crash or
   ``SIGKILL`` of the process and is delivered after the next start, at least once.
+
+``capture_deferred(job)`` accepts work that *becomes* events (the middleware's record of
+one request): with the memory outbox it is stored as it is and built on the sender
+thread, so the request pays for an append only; with a durable outbox it is built at
+once and its events captured one by one, so what is accepted is on disk.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 from .config import Config
 from .delivery.callbacks import Callbacks
 from .delivery.counters import Counters
+from .delivery.deferred import Buildable, as_deferred, run_build
 from .delivery.outbox import DeadLetter, Outbox, open_outbox
 from .delivery.retry import RetryPolicy
 from .delivery.sender import Sender
@@ -114,6 +120,47 @@ class Tracker:
         except Exception:
             logger.exception("capture failed; event dropped")
             self._drop_everywhere(event, "error")
+
+    def capture_deferred(self, job: Buildable) -> None:
+        """Accept work that becomes events later: a :class:`~.delivery.deferred.
+        DeferredBuild`, any object with ``build()``, or a callable, returning a list of
+        events (``Event`` or mappings).
+
+        Guarantees: constant time and never raises, like ``capture``; the memory outbox
+        stores ``job`` as it is and the sender builds it in capture order, just before
+        rendering, so its events keep their order among themselves and with everything
+        captured before and after; ``flush()`` waits for them.  A build that raises is
+        logged and counted as ``dropped:invalid`` and the sender carries on.  ``job`` must
+        not refer to objects the caller changes later.  With a durable outbox (SQLite,
+        Redis), or after ``shutdown()``, ``job`` is built here and each event captured
+        (or counted as dropped) like ``capture`` does.
+        """
+        try:
+            deferred = as_deferred(job)
+            outbox = self._outbox
+            if self._closed or not outbox.accepts_deferred:
+                for event in self._build_now(deferred):
+                    self.capture(event)
+                return
+            if self._pid != os.getpid():
+                self._ensure_started()
+            if outbox.put_deferred(deferred):
+                sender = self._sender
+                if sender is not None:
+                    sender.notify()
+            else:
+                for event in self._build_now(deferred):
+                    self._drop_everywhere(event, "queue_full")
+        except Exception:
+            logger.exception("capture_deferred failed; its events are dropped")
+            self._drop_everywhere(job, "error")
+
+    def _build_now(self, job: Any) -> list[Any]:
+        built = run_build(job)
+        if built is None:
+            self._drop_everywhere(job, "invalid")
+            return []
+        return built
 
     def _drop_everywhere(self, event: Any, reason: str) -> None:
         try:

@@ -28,6 +28,7 @@ from typing import Any
 from ..config import ConfigError
 from ..destinations.base import WireRequest
 from ..events import Event
+from .deferred import DeferredBuild
 
 # What ``capture`` accepted: an Event, or a mapping validated later in the sender.
 Payload = Event | Mapping[str, Any]
@@ -86,8 +87,16 @@ class Outbox(abc.ABC):
 
     durable: bool = False
     url: str = "memory"
+    # Whether ``put_deferred`` keeps a DeferredBuild as it is (to be built in the sender).
+    # Durable outboxes store plain events only: the tracker builds before ``put``.
+    accepts_deferred: bool = False
 
     # -- capture side ----------------------------------------------------------------
+
+    def put_deferred(self, job: DeferredBuild) -> bool:
+        """Accept work that becomes zero or more events in the sender, under one key (the
+        key stays open until all of them are settled).  Only when ``accepts_deferred``."""
+        raise NotImplementedError(f"{type(self).__name__} stores plain events only")
 
     @abc.abstractmethod
     def put(self, item: Payload) -> bool:
@@ -116,14 +125,16 @@ class Outbox(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def take_new(self, limit: int) -> list[tuple[int, Payload | str]]:
+    def take_new(self, limit: int) -> Sequence[tuple[int, Payload | str | DeferredBuild]]:
         """Up to ``limit`` accepted events not yet routed, oldest first (a durable
-        outbox gives the JSON text it stored)."""
+        outbox gives the JSON text it stored; the memory outbox may give deferred
+        builds)."""
 
     @abc.abstractmethod
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
         """Record deliveries for rendered events; settle events with none.  Returns the
-        (key, destination) pairs refused for lack of room (counted by the caller)."""
+        (key, destination) pairs refused for lack of room (counted by the caller).  A key
+        may come in several routings (the events of one deferred build)."""
 
     @abc.abstractmethod
     def next_for(self, destination: str, limit: int) -> list[Delivery]:

@@ -20,12 +20,14 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from ..events import Event
+from .deferred import DeferredBuild
 from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
 
 
 class MemoryOutbox(Outbox):
     durable = False
     url = "memory"
+    accepts_deferred = True
 
     def __init__(self, *, max_queue: int = 10_000, max_dead_letters: int = 1000) -> None:
         if max_queue < 1:
@@ -36,7 +38,7 @@ class MemoryOutbox(Outbox):
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self._new: deque[tuple[int, Payload]] = deque()
+        self._new: deque[tuple[int, Payload | DeferredBuild]] = deque()
         # key -> unsettled parts (deliveries, plus 1 while not yet routed).  Keys are
         # inserted in increasing order, so the first key is the smallest open one.
         self._open: dict[int, int] = {}
@@ -48,6 +50,12 @@ class MemoryOutbox(Outbox):
     # -- capture side ------------------------------------------------------------------
 
     def put(self, item: Payload) -> bool:
+        return self._append(item)
+
+    def put_deferred(self, job: DeferredBuild) -> bool:
+        return self._append(job)
+
+    def _append(self, item: Payload | DeferredBuild) -> bool:
         with self._lock:
             if len(self._new) >= self.max_queue:
                 return False
@@ -69,8 +77,8 @@ class MemoryOutbox(Outbox):
 
     # -- sender side -------------------------------------------------------------------
 
-    def take_new(self, limit: int) -> list[tuple[int, Payload | str]]:
-        out: list[tuple[int, Payload | str]] = []
+    def take_new(self, limit: int) -> list[tuple[int, Payload | str | DeferredBuild]]:
+        out: list[tuple[int, Payload | str | DeferredBuild]] = []
         new = self._new
         while new and len(out) < limit:
             out.append(new.popleft())
@@ -78,9 +86,10 @@ class MemoryOutbox(Outbox):
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
         refused: list[tuple[int, str]] = []
+        parts_of: dict[int, int] = {}  # a deferred build's events share one key
         with self._lock:
             for routing in routings:
-                parts = 0
+                parts = parts_of.get(routing.key, 0)
                 if routing.event is not None:
                     for destination, requests in routing.requests.items():
                         lane = self._lanes.get(destination)
@@ -92,7 +101,9 @@ class MemoryOutbox(Outbox):
                         lane.append(Delivery(routing.key, destination, routing.event,
                                              requests, counted=True))
                         parts += 1
-                self._unref(routing.key, 1 - parts)
+                parts_of[routing.key] = parts
+            for key, parts in parts_of.items():
+                self._unref(key, 1 - parts)
         return refused
 
     def _unref(self, key: int, n: int) -> None:
@@ -132,7 +143,7 @@ class MemoryOutbox(Outbox):
                 self.settle(pending)
         return lost
 
-    def pending_new(self) -> list[tuple[int, Payload | str]]:
+    def pending_new(self) -> list[tuple[int, Payload | str | DeferredBuild]]:
         return self.take_new(1 << 62)
 
     # -- dead letters ------------------------------------------------------------------

@@ -6,7 +6,9 @@ the app's request handling for its event loop, SQLite calls never block the app'
 and the same code serves WSGI apps, scripts and ASGI apps.  The app-facing side is just
 ``Outbox.put`` plus a cheap wake-up.
 
-Rendering (``render_event``) and JSON encoding happen here, not in ``capture``.
+Rendering (``render_event``) and JSON encoding happen here, not in ``capture``; so does
+building the events of a deferred build (:mod:`.deferred`): the middleware's per-request
+record becomes canonical events here, just before it is rendered.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..destinations.base import WireRequest
 from ..events import Event, EventError
 from .callbacks import Callbacks
 from .counters import Counters
+from .deferred import DeferredBuild, run_build
 from .lane import Lane, ssl_context
 from .outbox import Outbox, Payload, Routing
 from .outbox_memory import MemoryOutbox
@@ -171,8 +174,14 @@ class Sender:
         outbox = self._outbox
         if isinstance(outbox, MemoryOutbox):
             new = outbox.pending_new()
+            lost = 0
+            for _, payload in new:
+                if isinstance(payload, DeferredBuild):  # count its events, not the record
+                    lost += len(run_build(payload) or ())
+                else:
+                    lost += 1
             for name in self._destinations:
-                self._counters.drop(name, "shutdown", len(new))
+                self._counters.drop(name, "shutdown", lost)
             if new:
                 outbox.route([Routing(key, None) for key, _ in new])
             for name, lost in outbox.drain_backlog().items():
@@ -223,31 +232,18 @@ class Sender:
                 logger.exception("routing %d events failed", len(items))
             await asyncio.sleep(0)  # let the lanes run between rounds
 
-    def _route(self, items: Sequence[tuple[int, Payload | str]]) -> None:
+    def _route(self, items: Sequence[tuple[int, Payload | str | DeferredBuild]]) -> None:
         routings: list[Routing] = []
         touched: set[str] = set()
         for key, payload in items:
-            event = self._validate(payload)
-            routing = Routing(key, event)
-            routings.append(routing)
-            if event is None:
-                continue
-            try:
-                rendered = render_event(event, self._config, self._destinations)
-            except Exception:
-                logger.exception("rendering %s failed", event.label)
-                for name in self._destinations:
-                    self._counters.drop(name, "render_error")
-                routing.event = None
-                continue
-            for destination, reason in rendered.skipped:
-                self._counters.drop(destination, reason)
-                self._callbacks.drop(event, destination, reason)
-            by_destination: dict[str, list[WireRequest]] = {}
-            for request in rendered.requests:
-                by_destination.setdefault(request.destination, []).append(request)
-            routing.requests = by_destination
-            touched.update(by_destination)
+            if isinstance(payload, DeferredBuild):
+                built = self._build(payload)
+                if not built:
+                    routings.append(Routing(key, None))  # settles the key
+                for one in built:
+                    self._render(key, one, routings, touched)
+            else:
+                self._render(key, payload, routings, touched)
         for key, destination in self._outbox.route(routings):
             self._counters.drop(destination, "queue_full")
             event_of = next((r.event for r in routings if r.key == key), None)
@@ -256,6 +252,42 @@ class Sender:
             lane = self._lanes.get(name)
             if lane is not None:
                 lane.wake()
+
+    def _build(self, job: DeferredBuild) -> list[Any]:
+        """A deferred build's events; a build that raises is counted as invalid."""
+        built = run_build(job)
+        if built is None:
+            for name in self._destinations:
+                self._counters.drop(name, "invalid")
+                self._callbacks.drop(job, name, "invalid")
+            return []
+        return built
+
+    def _render(self, key: int, payload: Payload | str, routings: list[Routing],
+                touched: set[str]) -> None:
+        event = self._validate(payload)
+        routing = Routing(key, event)
+        routings.append(routing)
+        if event is not None:
+            self._render_event(event, routing, touched)
+
+    def _render_event(self, event: Event, routing: Routing, touched: set[str]) -> None:
+        try:
+            rendered = render_event(event, self._config, self._destinations)
+        except Exception:
+            logger.exception("rendering %s failed", event.label)
+            for name in self._destinations:
+                self._counters.drop(name, "render_error")
+            routing.event = None
+            return
+        for destination, reason in rendered.skipped:
+            self._counters.drop(destination, reason)
+            self._callbacks.drop(event, destination, reason)
+        by_destination: dict[str, list[WireRequest]] = {}
+        for request in rendered.requests:
+            by_destination.setdefault(request.destination, []).append(request)
+        routing.requests = by_destination
+        touched.update(by_destination)
 
     def _validate(self, payload: Payload | str) -> Event | None:
         if isinstance(payload, Event):
