@@ -25,7 +25,7 @@ from .config import Config
 from .observe_core import EventSink, Observer, fill_session_from_cookies, make_observer
 from .observe_options import ObserveOptions
 from .observe_state import GUARD_KEY, STATE_KEY, RequestState, current_state
-from .session import session_from_set_cookie, snapshot
+from .session import session_from_set_cookie, snapshot_later
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -137,7 +137,7 @@ class CDPTrackMiddleware:
             scope[STATE_KEY] = state
             session = scope.get("session")
             if session is not None:
-                state.session_before = snapshot(session, observer.options)
+                state.session_before = snapshot_later(session, observer.options)
             return state
         except Exception:
             observer.error("begin")
@@ -204,7 +204,7 @@ def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
         read_route(state, scope)
         session = scope.get("session")
         if session is not None and state.session_after is None:
-            state.session_after = snapshot(session, observer.options)
+            state.session_after = snapshot_later(session, observer.options)
         fill_session_from_cookies(observer, state, "starlette")
     except Exception:
         observer.error("finish")

@@ -56,6 +56,8 @@ def current() -> RequestState | None:
 def _state_or_count() -> RequestState | None:
     global outside_request_calls
     state = current()
+    if state is not None and state.finished:
+        state = None  # after the response (a background task): the events are built
     if state is None:
         outside_request_calls += 1
         logger.debug("cdptrack.track called outside a tracked request; ignored")
@@ -179,7 +181,7 @@ class Track:
     def skip(self) -> None:
         """Send nothing for this request."""
         state = current()
-        if state is not None:
+        if state is not None and not state.finished:
             state.skip = True
 
     def _page(self, kind: str, props: dict[str, Any]) -> None:

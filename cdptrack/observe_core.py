@@ -3,7 +3,9 @@
 It decides at the start of a request whether the request is tracked at all (method,
 static file, prefetch, bot, consent), gives it a visitor id, says at response start
 whether the ``sc`` cookie must be set, and at the end builds the events and hands them
-to the tracker.  Every step is guarded: an error inside cdptrack is logged and counted,
+to the tracker: as a deferred build (:mod:`.observe_deferred`) that the tracker's sender
+thread turns into events, when the tracker has ``capture_deferred``, else built at once
+and captured one by one.  Every step is guarded: an error inside cdptrack is logged and counted,
 never raised into the shop's request.
 
 The observer holds only cross-request state that must be shared: counters and the
@@ -17,15 +19,17 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from .events import ORDER_COMPLETED, Event
+from .observe_deferred import RequestEvents, detach, detachable
 from .observe_events import build_events
 from .observe_options import ObserveOptions
 from .observe_state import RequestState
-from .session import decode_session_cookie, snapshot
+from .session import decode_session_cookie, snapshot_later
 from .visitor import new_sc, parse_cookies, set_cookie_header, valid_sc
 
 logger = logging.getLogger("cdptrack.observe")
@@ -36,7 +40,9 @@ _FALSE_WORDS = frozenset({"", "0", "false", "no", "off", "deny", "denied", "reje
 
 
 class EventSink(Protocol):
-    """What the middleware needs from a tracker: a constant-time ``capture``."""
+    """What the middleware needs from a tracker: a constant-time ``capture``.  A tracker
+    that also has ``capture_deferred(job)`` (``job.build()`` returns the events) gets
+    each request's events as one deferred build instead, built off the request path."""
 
     def capture(self, event: Event) -> None: ...
 
@@ -59,6 +65,9 @@ class Observer:
         self.counters: Counter[str] = Counter()
         self._orders: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._orders_lock = threading.Lock()
+        self._counters_lock = threading.Lock()  # for counts made on the sender thread
+        self._defer: Callable[[Any], None] | None = getattr(
+            tracker, "capture_deferred", None) if opts.defer_events else None
 
     # -- start of a request --------------------------------------------------------------
 
@@ -176,27 +185,59 @@ class Observer:
     # -- end of a request ----------------------------------------------------------------
 
     def finish(self, state: RequestState) -> None:
-        """Build the request's events and capture them.  Never raises."""
+        """Hand the request's events to the tracker.  Never raises."""
         try:
+            state.finished = time.time()
+            if state.skip or not 200 <= state.status < 400:
+                return  # no events: nothing to hand over
             user = state.user
             loader = self.options.user_loader
-            if user is None and loader is not None and 200 <= state.status < 400:
-                try:
+            if user is None and loader is not None:
+                try:  # needs the request: runs here, never in the sender
                     user = loader(state.request if state.request is not None else state.raw)
                 except Exception:
                     self.error("user_loader")
-            built = build_events(state, self.options, user)
-            counters = self.counters
-            for problem in built.problems:
-                counters[problem] += 1
-            for event in built.events:
-                if event.event == ORDER_COMPLETED and not self._first_report(event):
-                    counters["orders_deduplicated"] += 1
-                    continue
-                self.tracker.capture(event)
-                counters["events"] += 1
+            defer = self._defer
+            if defer is not None and detachable(state):
+                defer(RequestEvents(self, state, detach(state, user)))
+                self.counters["deferred"] += 1
+                return
+            capture = self.tracker.capture
+            for event in self.events_of(state, user):
+                capture(event)
         except Exception:
             self.error("finish")
+
+    def events_of(self, state: RequestState, user: Any = None,
+                  in_sender: bool = False) -> list[Event]:
+        """The events to capture for a finished request: built, counted, an order
+        reported once.  In the sender thread an error is counted and re-raised (the
+        tracker logs it and counts the events as dropped)."""
+        try:
+            built = build_events(state, self.options, user)
+        except Exception:
+            if not in_sender:
+                raise
+            with self._counters_lock:
+                self.counters["errors"] += 1
+                self.counters["errors_build"] += 1
+            raise
+        events: list[Event] = []
+        deduplicated = 0
+        for event in built.events:
+            if event.event == ORDER_COMPLETED and not self._first_report(event):
+                deduplicated += 1
+                continue
+            events.append(event)
+        if built.problems or deduplicated or events:
+            with self._counters_lock:
+                counters = self.counters
+                for problem in built.problems:
+                    counters[problem] += 1
+                if deduplicated:
+                    counters["orders_deduplicated"] += deduplicated
+                counters["events"] += len(events)
+        return events
 
     def _first_report(self, event: Event) -> bool:
         key = (event.visitor.sc or "", str(event.properties.get("order_id")))
@@ -266,14 +307,14 @@ def fill_session_from_cookies(observer: Observer, state: RequestState, fmt: str)
     if state.session_before is None:
         raw = decode_session_cookie(state.cookies.get(opts.session_cookie_name), secret, fmt,
                                     opts.session_max_age)
-        state.session_before = snapshot(raw or {}, opts)
+        state.session_before = snapshot_later(raw or {}, opts)
     if state.session_after is None:
         if state.session_cookie_after is None:
             state.session_after = state.session_before
         elif state.session_cookie_after == "":
-            state.session_after = snapshot({}, opts)  # the response deleted the session
+            state.session_after = snapshot_later({}, opts)  # the response deleted it
         else:
             raw = decode_session_cookie(state.session_cookie_after, secret, fmt,
                                         opts.session_max_age)
             if raw is not None:
-                state.session_after = snapshot(raw, opts)
+                state.session_after = snapshot_later(raw, opts)

@@ -43,7 +43,7 @@ from .inference import (
 )
 from .observe_options import ObserveOptions
 from .observe_state import RequestState
-from .session import cart_changes
+from .session import cart_changes, resolve_snapshot
 from .visitor import identity_from_user
 
 logger = logging.getLogger("cdptrack.observe")
@@ -76,11 +76,16 @@ class Built:
 
 def build_events(state: RequestState, options: ObserveOptions,
                  user: Any = None) -> Built:
-    """Every canonical event ``state`` stands for (see the module docstring)."""
+    """Every canonical event ``state`` stands for (see the module docstring).  Their
+    timestamp is ``state.finished`` (when the response was complete), else now."""
     out = Built()
     status = state.status
     if state.skip or not 200 <= status < 400:
         return out
+    if state.session_before is not None:
+        resolve_snapshot(state.session_before, options)
+    if state.session_after is not None:
+        resolve_snapshot(state.session_after, options)
     page_ok = status < 300 and state.method == "GET"
     decl = resolve_page(state, options)
     kind = decl.kind if decl is not None else None
@@ -99,7 +104,8 @@ def build_events(state: RequestState, options: ObserveOptions,
     context = {"ip": state.ip, "user_agent": state.user_agent, "url": state.url}
     if context["ip"] is None:
         del context["ip"]
-    now = datetime.now(timezone.utc)
+    now = datetime.fromtimestamp(state.finished, timezone.utc) if state.finished \
+        else datetime.now(timezone.utc)
 
     def add(etype: str, name: str | None, props: dict[str, Any],
             traits: dict[str, Any] | None = None, page_name: str | None = None,

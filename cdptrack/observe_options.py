@@ -123,6 +123,12 @@ class ObserveOptions:
     # -- proxies and memory --------------------------------------------------------
     trust_forwarded: bool = False
     order_dedupe_size: int = 10_000
+    # -- where events are built -----------------------------------------------------
+    # True: with a tracker that has ``capture_deferred`` (the default Tracker), decide
+    # and build the events on its sender thread, so ``catalogue`` runs there too (it
+    # must then be thread-safe and not need the request).  False: build them on the
+    # request path, after the response was sent.
+    defer_events: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.session_secret, (str, bytes)):
@@ -184,7 +190,8 @@ class ObserveOptions:
 
 _COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _INT_OPTIONS = {"cookie_max_age", "session_max_age", "order_dedupe_size"}
-_BOOL_OPTIONS = {"set_cookie", "conventions", "track_pages", "honour_gpc", "trust_forwarded"}
+_BOOL_OPTIONS = {"set_cookie", "conventions", "track_pages", "honour_gpc", "trust_forwarded",
+                 "defer_events"}
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(ObserveOptions))
 CONFIG_NAMES: frozenset[str] = frozenset(f.name for f in fields(Config))
 

@@ -29,12 +29,19 @@ class PageDeclaration:
 
 @dataclass(slots=True)
 class SessionSnapshot:
-    """The parts of a session cdptrack compares: cart lines, identity, last order."""
+    """The parts of a session cdptrack compares: cart lines, identity, last order.
+
+    ``raw`` is a cheap copy of the session taken on the request path
+    (:func:`cdptrack.session.snapshot_later`); the other fields are read from it when
+    the events are built (:func:`cdptrack.session.resolve_snapshot`), off the request
+    path when the tracker builds in the background.
+    """
 
     cart: dict[str, dict[str, Any]] | None = None
     cart_id: str | None = None
     identity: dict[str, str] | None = None
     order: Any = None
+    raw: dict[str, Any] | None = None
 
 
 class RequestState:
@@ -46,6 +53,7 @@ class RequestState:
         "declared",
         "endpoint",
         "endpoint_name",
+        "finished",
         "host",
         "html",
         "identify_traits",
@@ -125,6 +133,8 @@ class RequestState:
         self.session_cookie_after: str | None = None  # raw value from a Set-Cookie
         self.user: Any = None
         self.skip = False
+        self.finished = 0.0  # time.time() when the response was complete; declarations
+        # made after that (a background task) are ignored, as the events may be built
 
     @property
     def url(self) -> str:

@@ -116,6 +116,62 @@ def snapshot(session: Mapping[str, Any] | None, options: ObserveOptions) -> Sess
     )
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _copy_lines(value: Any) -> Any:
+    # One level deeper than the session itself: views change cart lines in place
+    # (``session["cart"][pid]["quantity"] += 1``).  Lines that are objects cannot be
+    # copied cheaply; the caller then reads the session at once instead.
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is dict:
+        return {k: dict(v) if type(v) is dict else _plain(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [dict(v) if type(v) is dict else _plain(v) for v in value]
+    raise _NotPlain
+
+
+def _plain(value: Any) -> Any:
+    if type(value) in _SCALARS:
+        return value
+    raise _NotPlain
+
+
+def snapshot_later(session: Mapping[str, Any] | None,
+                   options: ObserveOptions) -> SessionSnapshot:
+    """A snapshot that only copies now (a dict copy plus the cart's and the user's
+    lines), to be read by :func:`resolve_snapshot` when the events are built.  Falls back
+    to :func:`snapshot` for sessions that are not dicts or hold objects."""
+    if session is None or not isinstance(session, dict):
+        return snapshot(session, options)
+    raw = dict(session)  # C-level copy: does not mark a Flask session as accessed
+    try:
+        for key in (options.cart_key, options.user_key):
+            value = raw.get(key)
+            if value is not None:
+                raw[key] = _copy_lines(value)
+    except _NotPlain:
+        return snapshot(session, options)
+    return SessionSnapshot(raw=raw)
+
+
+def resolve_snapshot(found: SessionSnapshot, options: ObserveOptions) -> SessionSnapshot:
+    """Fill in a :func:`snapshot_later` snapshot from its copy (once)."""
+    raw = found.raw
+    if raw is not None:
+        full = snapshot(raw, options)
+        found.cart, found.cart_id = full.cart, full.cart_id
+        found.identity, found.order = full.identity, full.order
+        found.raw = None
+    return found
+
+
 def read_cart(raw: Any) -> dict[str, dict[str, Any]] | None:
     """``{product_id: line}`` from a list of lines or a dict of id → quantity | line."""
     if raw is None:
@@ -212,6 +268,8 @@ __all__ = [
     "decode_session_cookie",
     "product_line",
     "read_cart",
+    "resolve_snapshot",
     "session_from_set_cookie",
     "snapshot",
+    "snapshot_later",
 ]

@@ -30,7 +30,7 @@ from cdptrack.declare import register_state_finder
 from cdptrack.observe_core import EventSink, Observer
 from cdptrack.observe_options import ObserveOptions, split_options
 from cdptrack.observe_state import STATE_KEY, RequestState
-from cdptrack.session import snapshot
+from cdptrack.session import snapshot_later
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 EXTENSION_KEY = "cdptrack"
@@ -118,7 +118,7 @@ def _before_request() -> None:
     tracking: FlaskTracking = current_app.extensions[EXTENSION_KEY]
     try:
         state.request = request._get_current_object()  # type: ignore[attr-defined]
-        state.session_before = snapshot(_raw_session(), tracking.observer.options)
+        state.session_before = snapshot_later(_raw_session(), tracking.observer.options)
     except Exception:
         tracking.observer.error("flask_before_request")
 
@@ -137,7 +137,7 @@ def _after_request(response: Response) -> Response:
             if request.endpoint:
                 state.endpoint = current_app.view_functions.get(request.endpoint)
         if state.session_before is not None:
-            state.session_after = snapshot(_raw_session(), tracking.observer.options)
+            state.session_after = snapshot_later(_raw_session(), tracking.observer.options)
         if tracking.user_loader is not None and state.user is None and response.status_code < 400:
             state.user = tracking.user_loader(request)
     except Exception:

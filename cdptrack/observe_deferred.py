@@ -1,0 +1,116 @@
+"""One finished request, handed to the tracker to become events on its sender thread.
+
+On the request path the middleware only records (visitor, route, status, declarations,
+cheap session copies); :class:`RequestEvents` carries that record to the tracker's
+``capture_deferred`` and, called there, runs the same :func:`build_events` the direct
+path runs, so both give the same events.
+
+A record must not change after it was handed over, and must not need the request:
+:func:`detach` drops the references to the live request, environ or scope, reduces the
+template context to the entries inference reads, resolves the signed-in user to plain
+identity fields and keeps only the view argument that holds the page key.
+:func:`detachable` says no (and the events are then built at once, as before) when the
+view gave objects that may not be readable later or from another thread, such as ORM
+instances: only plain data, dataclasses and pydantic models are deferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .delivery.deferred import DeferredBuild
+from .events import Event
+from .observe_state import RequestState
+from .visitor import identity_from_user
+
+if TYPE_CHECKING:
+    from .observe_core import Observer
+
+# Template context entries inference reads (inference._context callers).
+CONTEXT_KEYS = ("product", "products", "category", "results", "order")
+
+_PLAIN_TYPES: dict[type, bool] = dict.fromkeys(
+    (str, int, float, bool, type(None), bytes), True)
+_CONTAINERS = (dict, list, tuple)
+_DEPTH = 3
+
+
+def _plain_type(kind: type) -> bool:
+    known = _PLAIN_TYPES.get(kind)
+    if known is None:
+        known = any(hasattr(kind, name) for name in
+                    ("__dataclass_fields__", "model_fields", "__pydantic_fields__"))
+        if len(_PLAIN_TYPES) < 512:
+            _PLAIN_TYPES[kind] = known
+    return known
+
+
+def _plain(value: Any, depth: int = _DEPTH) -> bool:
+    """Plain data to ``depth`` levels: dict values all, a list by its first item (lists
+    of products are uniform; reading every item would cost what deferring saves)."""
+    kind = type(value)
+    if kind is dict:
+        if depth == 0:
+            return True
+        return all(_plain(v, depth - 1) for v in value.values())
+    if kind is list or kind is tuple:
+        return depth == 0 or not value or _plain(value[0], depth - 1)
+    return _plain_type(kind)
+
+
+def detachable(state: RequestState) -> bool:
+    """Whether what the view left can be read later on another thread."""
+    if not _plain(state.view_result):
+        return False
+    ctx = state.template_context
+    if ctx is not None:
+        if not isinstance(ctx, Mapping):
+            return True  # inference ignores it
+        for key in CONTEXT_KEYS:
+            if key in ctx and not _plain(ctx[key]):
+                return False
+    return _plain(state.page_props) and _plain(state.order_props) and (
+        state.custom_events is None or all(_plain(p) for _, p in state.custom_events))
+
+
+def detach(state: RequestState, user: Any) -> dict[str, str] | None:
+    """Cut ``state`` loose from the request (see the module docstring); returns the
+    user's identity fields (``build_events`` reads a dict of them like a user)."""
+    state.raw = None
+    state.request = None
+    state.user = None
+    ctx = state.template_context
+    if isinstance(ctx, Mapping):
+        state.template_context = {k: ctx[k] for k in CONTEXT_KEYS if k in ctx} or None
+    kwargs = state.view_kwargs
+    if kwargs:
+        key = state.declared.key if state.declared is not None else None
+        state.view_kwargs = {key: kwargs[key]} if key is not None and key in kwargs \
+            else None
+    if state.custom_events:
+        state.custom_events = list(state.custom_events)
+    return identity_from_user(user) if user is not None else None
+
+
+class RequestEvents(DeferredBuild):
+    """The deferred build of one request's events (see the module docstring)."""
+
+    __slots__ = ("_identity", "_observer", "_state")
+
+    def __init__(self, observer: Observer, state: RequestState,
+                 identity: dict[str, str] | None) -> None:
+        self._observer = observer
+        self._state = state
+        self._identity = identity
+
+    def build(self) -> list[Event]:
+        return self._observer.events_of(self._state, self._identity, in_sender=True)
+
+    @property
+    def label(self) -> str:
+        state = self._state
+        return f"events of {state.method} {state.path}"
+
+
+__all__ = ["CONTEXT_KEYS", "RequestEvents", "detach", "detachable"]
