@@ -22,12 +22,16 @@ Changing ``CDPTRACK`` with ``override_settings`` builds a fresh one.
 The middleware hands the core what only Django knows: the live ``request.session``
 before and after the view (read without marking it accessed, so no ``Vary: Cookie``
 is added), ``request.resolver_match`` (route template, ``url_name``, captured kwargs;
-routes are never matched again), the signed-in ``request.user`` and the
-``context_data`` of a ``TemplateResponse``.  It adds the ``sc`` cookie for a new
-visitor (the only change made to a response) and builds the events in the response's
-``close()``, which the WSGI server (or Django's ASGI handler) calls once the body has
-been sent, after the last chunk of a streaming response too.  Errors inside cdptrack
-are logged and counted, never raised into the request.
+routes are never matched again), the signed-in ``request.user`` (or what the
+``user_loader`` option returns for the request) and the ``context_data`` of a
+``TemplateResponse`` (a plain ``render()`` keeps its context to itself: declare the
+page's details with ``track.product(...)`` or register a ``catalogue`` loader).
+
+It adds the ``sc`` cookie for a new visitor (the only change made to a response) and
+hands the request to the core in the response's ``close()``, which the WSGI server (or
+Django's ASGI handler) calls once the body has been sent, after the last chunk of a
+streaming response too.  Errors inside cdptrack are logged and counted, never raised
+into the request.
 
 Under an outer :class:`cdptrack.wsgi.CDPTrackWSGIMiddleware` (or the ASGI one), the
 request already has its state: this middleware then only fills in the Django facts and
@@ -249,8 +253,7 @@ def _complete(observer: Observer, state: RequestState, owned: bool, request: Htt
         if session is not None and state.session_before is not None:
             state.session_after = _session_after(session, state.session_before,
                                                  observer.options)
-        if observer.options.user_loader is None:
-            _read_user(state, request)
+        _read_user(observer, state, request)
         context = getattr(response, "context_data", None)
         if isinstance(context, Mapping):
             state.template_context = context if state.template_context is None else {
@@ -412,39 +415,42 @@ def _session_after(session: Any, before: SessionSnapshot,
                            identity=dict(before.identity or {}), order=before.order)
 
 
-def _read_user(state: RequestState, request: HttpRequest) -> None:
-    """``request.user`` when signed in, its fields merged into the identity on both sides
-    of the view when it is the same user, so only a sign-in reads as a new identity."""
+def _read_user(observer: Observer, state: RequestState, request: HttpRequest) -> None:
+    """The signed-in user (``user_loader(request)`` when configured, else ``request.user``)
+    as ``state.user``, its fields merged into the session identity after the view, and
+    before it too when the session's identity did not change: only a sign-in (a new
+    ``_auth_user_id``, say) reads as a new identity and sends ``identify``."""
     if state.user is not None:  # track.user(...) in the view
         return
-    user = request.__dict__.get("user")
-    if user is None:
-        return
-    after = state.session_after
-    if isinstance(user, LazyObject) and after is not None and not (
-            after.identity or {}).get("user_id"):
-        return  # AuthenticationMiddleware's lazy user with no one signed in: no lookup
+    after, before = state.session_after, state.session_before
+    loader = observer.options.user_loader
     session = getattr(request, "session", None)
     accessed = getattr(session, "accessed", None)
     try:
-        if not getattr(user, "is_authenticated", False):
+        if loader is not None:
+            try:
+                user = loader(request)
+            except Exception:
+                observer.error("user_loader")
+                return
+        else:
+            user = request.__dict__.get("user")
+            if isinstance(user, LazyObject) and after is not None and not (
+                    after.identity or {}).get("user_id"):
+                return  # AuthenticationMiddleware's lazy user, no one signed in: no lookup
+        if user is None or not getattr(user, "is_authenticated", True):
             return
         fields = identity_from_user(user)
     finally:
         if accessed is not None:
             session.accessed = accessed  # type: ignore[union-attr]
     state.user = user
-    before = state.session_before
-    if after is None or before is None:
+    if after is None or before is None or not fields:
         return
-    after_identity = after.identity if after.identity is not None else {}
-    after.identity = after_identity
-    for name, value in fields.items():
-        after_identity.setdefault(name, value)
-    user_id = after_identity.get("user_id")
-    if user_id is not None and before.identity and before.identity.get("user_id") == user_id:
-        for name, value in fields.items():
-            before.identity.setdefault(name, value)
+    unchanged = (before.identity or {}) == (after.identity or {})
+    after.identity = {**fields, **(after.identity or {})}
+    if unchanged:
+        before.identity = {**fields, **(before.identity or {})}
 
 
 def _warn_about_order() -> None:

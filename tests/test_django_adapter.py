@@ -432,6 +432,43 @@ def test_sign_in_identifies_once_and_user_fills_the_visitor(tracker: ListTracker
     assert tracker.one("page").visitor.user_id is None
 
 
+class Customer:
+    """A shop's own user object, as a ``user_loader`` returns it."""
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.email = f"{customer_id}@example.com"
+
+
+def test_a_user_loader_gives_the_visitor_without_identify_on_every_request() -> None:
+    collected = ListTracker()
+    seen: list[str] = []
+
+    def loader(request: HttpRequest) -> Customer | None:
+        seen.append(request.path)
+        return Customer("c-9") if request.COOKIES.get("member") else None
+
+    with override_settings(CDPTRACK={"tracker": collected, "user_loader": loader}):
+        client = shopper()
+        client.cookies["member"] = "1"
+        client.get("/")
+        client.post("/cart/add/72354/")
+        client.get("/")
+    assert seen == ["/", "/cart/add/72354/", "/"]
+    assert collected.labels() == ["page", "Cart Updated", "page"]
+    visitor = collected.named("Cart Updated")[0].visitor
+    assert (visitor.external_customer_id, visitor.email) == ("c-9", "c-9@example.com")
+
+
+def test_middleware_listed_before_the_session_is_reported(
+        tracker: ListTracker, caplog: pytest.LogCaptureFixture) -> None:
+    wrong = ["cdptrack.integrations.django.CDPTrackMiddleware",
+             "django.contrib.sessions.middleware.SessionMiddleware"]
+    with override_settings(MIDDLEWARE=wrong), caplog.at_level(logging.WARNING, "cdptrack"):
+        CDPTrackMiddleware(lambda request: HttpResponse())
+    assert ["SessionMiddleware" in r.getMessage() for r in caplog.records] == [True]
+
+
 # --- what is never tracked ----------------------------------------------------------------
 
 
