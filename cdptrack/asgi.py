@@ -33,11 +33,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_WANTED_HEADERS = frozenset(
-    {b"cookie", b"user-agent", b"sec-gpc", b"sec-purpose", b"purpose", b"x-purpose",
-     b"x-moz", b"referer", b"host", b"x-forwarded-for", b"x-forwarded-proto",
-     b"x-forwarded-host"}
-)
+# The request headers the observer reads, by their raw ASGI name (lower-case bytes).
+_WANTED_HEADERS: dict[bytes, str] = {
+    name.encode("latin-1"): name for name in (
+        "cookie", "user-agent", "sec-gpc", "sec-purpose", "purpose", "x-purpose", "x-moz",
+        "referer", "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
+}
 SHUTDOWN_TIMEOUT = 5.0
 
 
@@ -70,6 +71,7 @@ class CDPTrackMiddleware:
             created = False
         self.observer = observer
         self.manage_tracker = created if manage_tracker is None else manage_tracker
+        self._session_cookie = observer.options.session_cookie_name.encode("latin-1") + b"="
 
     @property
     def tracker(self) -> EventSink:
@@ -90,7 +92,7 @@ class CDPTrackMiddleware:
             await self.app(scope, receive, send)
             return
         observer = self.observer
-        session_cookie = observer.options.session_cookie_name.encode("latin-1") + b"="
+        session_cookie = self._session_cookie
 
         async def send_tracked(message: Message) -> None:
             kind = message["type"]
@@ -113,11 +115,11 @@ class CDPTrackMiddleware:
         observer = self.observer
         try:
             headers: dict[str, str] = {}
+            wanted = _WANTED_HEADERS.get
             for name, value in scope.get("headers") or ():
-                if name in _WANTED_HEADERS:
-                    key = name.decode("latin-1")
-                    if key not in headers:
-                        headers[key] = value.decode("latin-1")
+                key = wanted(name)
+                if key is not None and key not in headers:
+                    headers[key] = value.decode("latin-1")
             client = scope.get("client")
             root_path = scope.get("root_path", "")
             path = scope.get("path", "/")

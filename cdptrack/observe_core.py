@@ -62,6 +62,13 @@ class Observer:
         self.wanted_cookies = tuple(wanted)
         self._static_prefixes = opts.static_prefixes + opts.ignore_paths
         self._static_suffixes = tuple(s.lower() for s in opts.static_suffixes)
+        # The visitor cookie's attributes never change: only the value is per request.
+        self._cookie_tail = {
+            secure: set_cookie_header(opts.cookie_name, "", max_age=opts.cookie_max_age,
+                                      path=opts.cookie_path, domain=opts.cookie_domain,
+                                      secure=secure)[len(opts.cookie_name) + 1:]
+            for secure in (False, True)
+        }
         self.counters: Counter[str] = Counter()
         self._orders: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._orders_lock = threading.Lock()
@@ -177,10 +184,7 @@ class Observer:
         if not state.sc_new or not opts.set_cookie or state.skip or not 200 <= status < 400:
             return None
         self.counters["sc_created"] += 1
-        return set_cookie_header(
-            opts.cookie_name, state.sc or "", max_age=opts.cookie_max_age,
-            path=opts.cookie_path, domain=opts.cookie_domain, secure=state.scheme == "https",
-        )
+        return f"{opts.cookie_name}={state.sc or ''}{self._cookie_tail[state.scheme == 'https']}"
 
     # -- end of a request ----------------------------------------------------------------
 
@@ -200,11 +204,11 @@ class Observer:
             defer = self._defer
             if defer is not None and detachable(state):
                 defer(RequestEvents(self, state, detach(state, user)))
-                self.counters["deferred"] += 1
                 return
             capture = self.tracker.capture
             for event in self.events_of(state, user):
                 capture(event)
+            state.raw = state.request = None  # no state <-> scope cycle for the GC
         except Exception:
             self.error("finish")
 

@@ -61,7 +61,8 @@ def _plain(value: Any, depth: int = _DEPTH) -> bool:
 
 def detachable(state: RequestState) -> bool:
     """Whether what the view left can be read later on another thread."""
-    if not _plain(state.view_result):
+    result = state.view_result
+    if result is not None and not _plain(result):
         return False
     ctx = state.template_context
     if ctx is not None:
@@ -70,8 +71,9 @@ def detachable(state: RequestState) -> bool:
         for key in CONTEXT_KEYS:
             if key in ctx and not _plain(ctx[key]):
                 return False
-    return _plain(state.page_props) and _plain(state.order_props) and (
-        state.custom_events is None or all(_plain(p) for _, p in state.custom_events))
+    page, order, custom = state.page_props, state.order_props, state.custom_events
+    return (page is None or _plain(page)) and (order is None or _plain(order)) and (
+        custom is None or all(_plain(p) for _, p in custom))
 
 
 def detach(state: RequestState, user: Any) -> dict[str, str] | None:
