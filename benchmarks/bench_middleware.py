@@ -2,10 +2,16 @@
 
 The apps are called directly in a loop (no network, no server): an ASGI app that
 records its route in the scope the way Starlette's router does, the same app inside a
-real Starlette application, and a WSGI app.  The tracker is a no-op ``capture`` so the
-figure is the observe layer's own cost: reading the request, the cookie and the route,
-inferring the page, building the canonical events.  Each figure is the best of several
-rounds, in microseconds per request.
+real Starlette application, and a WSGI app.  Two do-nothing trackers isolate the observe
+layer's own cost on the request path:
+
+* ``deferred`` has ``capture_deferred`` like the real ``Tracker``: the request path only
+  records (visitor, route, status, declarations) and hands over one deferred build;
+* ``direct`` has only ``capture``: the events are decided and built on the request path
+  (what every tracker got before ``capture_deferred``).
+
+The last lines time the deferred builds themselves (what the sender thread now does per
+request).  Each figure is the best of several rounds, in microseconds per request.
 
     python benchmarks/bench_middleware.py [--requests 20000]
 """
@@ -26,8 +32,23 @@ SC = b"sc=CDA68358-94FB-4D83-9655-3FEB3C4114A3"
 
 
 class NullTracker:
+    """Direct: the middleware builds the events and captures them one by one."""
+
     def capture(self, event: Event) -> None:
         pass
+
+
+class DeferringTracker(NullTracker):
+    """Deferred: the middleware hands over one build per request; ``keep`` keeps them
+    (to time the builds afterwards), else they are dropped."""
+
+    def __init__(self, keep: int = 0) -> None:
+        self.jobs: list[Any] = []
+        self.keep = keep
+
+    def capture_deferred(self, job: Any) -> None:
+        if len(self.jobs) < self.keep:
+            self.jobs.append(job)
 
 
 class FakeRoute:
@@ -120,36 +141,73 @@ def time_wsgi(app: Callable[..., Any], path: str, cookie: bytes | None, n: int,
     return best * 1e6
 
 
+def time_builds(app_for: Callable[[Any], Any], kind: str, path: str, n: int,
+                rounds: int) -> float:
+    """Sender-side cost: build the deferred events of ``n`` recorded requests."""
+    best = float("inf")
+    for _ in range(rounds):
+        keeper = DeferringTracker(keep=n)
+        app = app_for(keeper)
+        if kind == "asgi":
+            time_asgi(app, path, SC, n, 1)
+        else:
+            time_wsgi(app, path, SC, n, 1)
+        jobs = keeper.jobs
+        start = time.perf_counter()
+        for job in jobs:
+            job.build()
+        best = min(best, (time.perf_counter() - start) / max(1, len(jobs)))
+    return best * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     n, rounds = args.requests, args.rounds
-    tracker = NullTracker()
-    star = starlette_app()
-    star_tracked = starlette_app()
-    star_tracked.add_middleware(CDPTrackMiddleware, tracker=tracker)
-    cases: list[tuple[str, float, float]] = [
-        ("ASGI product page (page + Product Viewed)",
-         time_asgi(raw_asgi, "/products/72354", SC, n, rounds),
-         time_asgi(CDPTrackMiddleware(raw_asgi, tracker), "/products/72354", SC, n, rounds)),
-        ("ASGI product page, new visitor (+ Set-Cookie)",
-         time_asgi(raw_asgi, "/products/72354", None, n, rounds),
-         time_asgi(CDPTrackMiddleware(raw_asgi, tracker), "/products/72354", None, n, rounds)),
-        ("ASGI static file (skipped)",
-         time_asgi(raw_asgi, "/static/app.css", SC, n, rounds),
-         time_asgi(CDPTrackMiddleware(raw_asgi, tracker), "/static/app.css", SC, n, rounds)),
-        ("Starlette app, product page",
-         time_asgi(star, "/products/72354", SC, n, rounds),
-         time_asgi(star_tracked, "/products/72354", SC, n, rounds)),
-        ("WSGI product page (path conventions)",
-         time_wsgi(raw_wsgi, "/products/72354", SC, n, rounds),
-         time_wsgi(CDPTrackWSGIMiddleware(raw_wsgi, tracker), "/products/72354", SC, n, rounds)),
-    ]
-    print(f"{'case':48} {'without':>10} {'with':>10} {'added':>10}")
-    for name, without, with_ in cases:
-        print(f"{name:48} {without:8.2f}µs {with_:8.2f}µs {with_ - without:8.2f}µs")
+    deferring, direct = DeferringTracker(), NullTracker()
+    product = "/products/72354"
+    rows: list[tuple[str, float, float, float]] = []
+
+    def asgi_row(name: str, plain: Any, tracked: Callable[[Any], Any], path: str,
+                 cookie: bytes | None) -> None:
+        rows.append((name, time_asgi(plain, path, cookie, n, rounds),
+                     time_asgi(tracked(direct), path, cookie, n, rounds),
+                     time_asgi(tracked(deferring), path, cookie, n, rounds)))
+
+    def raw_tracked(tracker: Any) -> Any:
+        return CDPTrackMiddleware(raw_asgi, tracker)
+
+    def star_tracked(tracker: Any) -> Any:
+        app = starlette_app()
+        app.add_middleware(CDPTrackMiddleware, tracker=tracker)
+        return app
+
+    def wsgi_tracked(tracker: Any) -> Any:
+        return CDPTrackWSGIMiddleware(raw_wsgi, tracker)
+
+    asgi_row("ASGI product page (page + Product Viewed)", raw_asgi, raw_tracked, product, SC)
+    asgi_row("ASGI product page, new visitor (+ Set-Cookie)", raw_asgi, raw_tracked, product,
+             None)
+    asgi_row("ASGI static file (skipped)", raw_asgi, raw_tracked, "/static/app.css", SC)
+    asgi_row("Starlette app, product page", starlette_app(), star_tracked, product, SC)
+    rows.append(("WSGI product page (path conventions)",
+                  time_wsgi(raw_wsgi, product, SC, n, rounds),
+                  time_wsgi(wsgi_tracked(direct), product, SC, n, rounds),
+                  time_wsgi(wsgi_tracked(deferring), product, SC, n, rounds)))
+    print(f"{'request path, µs per request':48} {'without':>9} {'direct':>9} {'added':>8}"
+          f" {'deferred':>9} {'added':>8}")
+    for name, without, direct_us, deferred_us in rows:
+        print(f"{name:48} {without:9.2f} {direct_us:9.2f} {direct_us - without:8.2f}"
+              f" {deferred_us:9.2f} {deferred_us - without:8.2f}")
+    print()
+    print(f"{'sender thread, µs per request':48} {'build':>9}")
+    builds = n // 4
+    print(f"{'ASGI product page: deferred build':48} "
+          f"{time_builds(raw_tracked, 'asgi', product, builds, rounds):9.2f}")
+    print(f"{'WSGI product page: deferred build':48} "
+          f"{time_builds(wsgi_tracked, 'wsgi', product, builds, rounds):9.2f}")
 
 
 if __name__ == "__main__":
