@@ -50,12 +50,6 @@ if not settings.configured:
     )
     django.setup()
 
-from cdptrack.integrations.django import (
-    CDPTrackMiddleware,
-    get_tracker,
-    route_template,
-    tracking,
-)
 from django.contrib.auth import login, logout
 from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_logged_in
@@ -78,6 +72,12 @@ from cdptrack.client import Tracker
 from cdptrack.config import ConfigError
 from cdptrack.declare import track
 from cdptrack.events import Event
+from cdptrack.integrations.django import (
+    CDPTrackMiddleware,
+    get_tracker,
+    route_template,
+    tracking,
+)
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 # Users are unsaved model instances: no database, so no last_login update on sign-in.

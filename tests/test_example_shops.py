@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-from cdptrack.examples.fastapi_shop.app import create_app as create_fastapi_shop
-from cdptrack.examples.flask_shop.app import create_app as create_flask_shop
-from cdptrack.integrations.flask import CDPTrack
 from observe_support import ListTracker, Recorded, recording_server
 
 from cdptrack.config import Config
+from cdptrack.examples.fastapi_shop.app import create_app as create_fastapi_shop
+from cdptrack.examples.flask_shop.app import create_app as create_flask_shop
+from cdptrack.integrations.flask import CDPTrack
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from cdptrack.integrations.fastapi import setup, tracked_user
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 from observe_support import ListTracker
@@ -21,6 +20,7 @@ from starlette.routing import Mount, Route
 from cdptrack.asgi import CDPTrackMiddleware
 from cdptrack.declare import track
 from cdptrack.events import Event
+from cdptrack.integrations.fastapi import setup, tracked_user
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

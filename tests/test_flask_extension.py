@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from cdptrack.integrations.flask import CDPTrack
 from flask import Blueprint, Flask, render_template_string, session, stream_with_context
 from observe_support import ListTracker
 from werkzeug.test import TestResponse
 
 from cdptrack.declare import track
+from cdptrack.integrations.flask import CDPTrack
 
 SC = "CDA68358-94FB-4D83-9655-3FEB3C4114A3"
 

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cdptrack.examples.fastapi_shop.app import create_app as create_fastapi_shop
-from cdptrack.examples.flask_shop.app import create_app as create_flask_shop
 from observe_support import ListTracker, recording_server
 from test_example_shops import (
     FlaskShopper,
@@ -30,6 +28,8 @@ from cdptrack.client import Tracker
 from cdptrack.config import Config
 from cdptrack.declare import current, track
 from cdptrack.events import Event
+from cdptrack.examples.fastapi_shop.app import create_app as create_fastapi_shop
+from cdptrack.examples.flask_shop.app import create_app as create_flask_shop
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

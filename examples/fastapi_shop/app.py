@@ -36,13 +36,13 @@ import os
 import secrets
 from typing import Any
 
-from cdptrack.integrations.fastapi import setup
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel
 from starlette.middleware.sessions import SessionMiddleware
 
 from cdptrack.config import Config
 from cdptrack.declare import track
+from cdptrack.integrations.fastapi import setup
 
 from .. import catalogue
 

@@ -41,11 +41,11 @@ import os
 import secrets
 from typing import Any
 
-from cdptrack.integrations.flask import CDPTrack
 from flask import Flask, abort, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
 from cdptrack.config import Config
+from cdptrack.integrations.flask import CDPTrack
 
 from .. import catalogue
 
