@@ -22,6 +22,28 @@ DESTINATIONS: tuple[DestinationName, ...] = (
     "orangepill",
 )
 
+# The Config field that turns each destination on, and the one holding its base URL.
+# Each field's environment variable is ``CDPTRACK_<FIELD>`` (see :func:`env_name`).
+CREDENTIAL_FIELDS: dict[str, str] = {
+    "yespo_tracker": "yespo_site_id",
+    "yespo_events": "yespo_api_key",
+    "customerio": "customerio_api_key",
+    "orangepill": "orangepill_api_key",
+}
+URL_FIELDS: dict[str, str] = {
+    "yespo_tracker": "yespo_tracker_url",
+    "yespo_events": "yespo_api_url",
+    "customerio": "customerio_url",
+    "orangepill": "orangepill_url",
+}
+ENV_PREFIX = "CDPTRACK_"
+
+
+def env_name(field: str) -> str:
+    """``yespo_site_id`` → ``CDPTRACK_YESPO_SITE_ID``."""
+    return ENV_PREFIX + field.upper()
+
+
 DEFAULT_YESPO_TRACKER_URL = "https://tracker.yespo.io/api/v2"
 DEFAULT_YESPO_API_URL = "https://yespo.io/api/v1"
 CUSTOMERIO_REGION_URLS = {
@@ -107,13 +129,9 @@ class Config:
 
     def enabled(self) -> tuple[DestinationName, ...]:
         """The destinations whose credentials are set, in a stable order."""
-        on = {
-            "yespo_tracker": bool(self.yespo_site_id),
-            "yespo_events": bool(self.yespo_api_key),
-            "customerio": bool(self.customerio_api_key),
-            "orangepill": bool(self.orangepill_api_key),
-        }
-        return tuple(name for name in DESTINATIONS if on[name])
+        return tuple(
+            name for name in DESTINATIONS if getattr(self, CREDENTIAL_FIELDS[name])
+        )
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value, for scrubbing text that might contain one."""
@@ -132,7 +150,7 @@ class Config:
         """Read ``CDPTRACK_<NAME>`` keys from any mapping (the environment, ``app.config``)."""
         values: dict[str, Any] = {}
         for f in fields(cls):
-            key = "CDPTRACK_" + f.name.upper()
+            key = env_name(f.name)
             if key in mapping and mapping[key] not in (None, ""):
                 values[f.name] = _coerce(f.name, mapping[key])
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -19,23 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..config import DESTINATIONS, Config, ConfigError
+from ..config import CREDENTIAL_FIELDS, DESTINATIONS, URL_FIELDS, Config, ConfigError, env_name
 
 HELP = "what is configured, what is missing, and whether endpoints answer"
 
 # What turns each destination on, and the base URL setting it sends to.
 NEEDS: dict[str, tuple[str, ...]] = {
-    "yespo_tracker": ("CDPTRACK_YESPO_SITE_ID",),
-    "yespo_events": ("CDPTRACK_YESPO_API_KEY",),
-    "customerio": ("CDPTRACK_CUSTOMERIO_API_KEY",),
-    "orangepill": ("CDPTRACK_ORANGEPILL_API_KEY",),
+    name: (env_name(field),) for name, field in CREDENTIAL_FIELDS.items()
 }
-URL_SETTINGS: dict[str, str] = {
-    "yespo_tracker": "CDPTRACK_YESPO_TRACKER_URL",
-    "yespo_events": "CDPTRACK_YESPO_API_URL",
-    "customerio": "CDPTRACK_CUSTOMERIO_URL",
-    "orangepill": "CDPTRACK_ORANGEPILL_URL",
-}
+URL_SETTINGS: dict[str, str] = {name: env_name(field) for name, field in URL_FIELDS.items()}
 TITLES: dict[str, str] = {
     "yespo_tracker": "Yespo web tracker",
     "yespo_events": "Yespo generic events",

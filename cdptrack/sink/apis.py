@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ..config import URL_FIELDS, env_name
 from . import validate
 
 # Path prefix on the sink -> API name (the ``cdptrack render`` destination names).
@@ -38,18 +39,9 @@ BASE_PATHS: dict[str, str] = {
     "customerio": "/customerio/v1",
     "orangepill": "/orangepill/v1",
 }
-ENV_NAMES: dict[str, str] = {
-    "yespo_tracker": "CDPTRACK_YESPO_TRACKER_URL",
-    "yespo_events": "CDPTRACK_YESPO_API_URL",
-    "customerio": "CDPTRACK_CUSTOMERIO_URL",
-    "orangepill": "CDPTRACK_ORANGEPILL_URL",
-}
-CONFIG_NAMES: dict[str, str] = {
-    "yespo_tracker": "yespo_tracker_url",
-    "yespo_events": "yespo_api_url",
-    "customerio": "customerio_url",
-    "orangepill": "orangepill_url",
-}
+# The settings a shop uses to point each API at the sink.
+CONFIG_NAMES: dict[str, str] = dict(URL_FIELDS)
+ENV_NAMES: dict[str, str] = {api: env_name(field) for api, field in URL_FIELDS.items()}
 API_NAMES: tuple[str, ...] = tuple(BASE_PATHS)
 
 _ORANGEPILL_EVENT = re.compile(r"^/v1/identities/([^/]+)/person/event/([^/]+)/?$")
