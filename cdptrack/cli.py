@@ -22,11 +22,28 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# Optional packages and the extra that installs each.
+EXTRAS = {"jsonschema": "sink", "flask": "flask", "fastapi": "fastapi", "uvicorn": "fastapi",
+          "starlette": "starlette", "redis": "redis", "django": "django"}
+
+
 def _module(name: str) -> ModuleType:
     return importlib.import_module(f"cdptrack.commands.{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as error:
+        package = (error.name or "").split(".")[0]
+        if package not in EXTRAS:
+            raise
+        print(f"cdptrack: this command needs the '{package}' package: "
+              f"pip install 'cdptrack[{EXTRAS[package]}]'", file=sys.stderr)
+        return 2
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Only the chosen subcommand's module is imported.
     chosen = next((a for a in argv if a in COMMANDS), None)
