@@ -92,9 +92,16 @@ def build_events(state: RequestState, options: ObserveOptions,
     key = key_value(state, decl) if decl is not None else None
 
     identity = dict(state.session_after.identity or {}) if state.session_after else {}
+    before = state.session_before.identity if state.session_before else None
     if user is not None:
-        for name, value in identity_from_user(user).items():
-            identity.setdefault(name, value)
+        user_fields = identity_from_user(user)
+        if user_fields:
+            # The signed-in user fills the visitor on both sides of the view unless the
+            # session's identity itself changed: the loader's fields (an email only the
+            # user record has) are no news on every request, only a sign-in is.
+            if before is not None and before == identity:
+                before = {**user_fields, **before}
+            identity = {**user_fields, **identity}
     if state.visitor_extra:
         identity.update(state.visitor_extra)
     identity.pop("sc", None)
@@ -131,7 +138,6 @@ def build_events(state: RequestState, options: ObserveOptions,
     # identify: a declared sign-in/registration/checkout, an identity that appeared or
     # changed in the session (sign-in, checkout with an email), or track.identify().
     if identity or state.identify_traits is not None:
-        before = state.session_before.identity if state.session_before else None
         known = [identity[k] for k in _IDENTITY_KEYS if identity.get(k)]
         changed = bool(known) and before is not None and any(
             identity.get(k) and identity.get(k) != before.get(k) for k in _IDENTITY_KEYS)

@@ -12,7 +12,10 @@ it (read without marking the session accessed, so no ``Vary: Cookie`` is added),
 matched ``url_rule``, ``endpoint`` and ``view_args``, the template context (the
 ``template_rendered`` signal, connected with ``sender=app``) and the signed-in user
 (``user_loader``, called in the request context: ``lambda request: current_user`` works
-with Flask-Login; its ``_user_id`` session key is read by default anyway).
+with Flask-Login; its ``_user_id`` session key is read by default anyway).  The user's
+fields fill the visitor of every event; ``identify`` is sent only when the identity
+appears or changes (a sign-in, a new email at checkout, ``track.identify``), not on every
+request of a signed-in user.
 """
 
 from __future__ import annotations

@@ -190,3 +190,48 @@ def test_setup_after_start_is_refused() -> None:
     TestClient(app).get("/")
     with pytest.raises(RuntimeError, match="before the application starts"):
         setup(app, tracker=ListTracker())
+
+
+def build_login_app(tracker: ListTracker, *, dependency: bool) -> FastAPI:
+    """A shop whose sign-in puts only the user id in the session; the user record (with
+    its email) comes from ``user_loader`` or from a ``tracked_user`` dependency."""
+    app = FastAPI()
+
+    def current_user(request: Request) -> dict[str, str] | None:
+        uid = request.session.get("user_id")
+        return {"id": uid, "email": "login@example.com"} if uid else None
+
+    @app.post("/login")
+    def login(request: Request) -> dict[str, bool]:
+        request.session["user_id"] = "u-5"
+        return {"ok": True}
+
+    if dependency:
+
+        @app.get("/")
+        def home(user: Any = Depends(tracked_user(current_user))) -> HTMLResponse:  # noqa: B008
+            return HTMLResponse("<p>home</p>")
+
+        setup(app, tracker=tracker)
+    else:
+
+        @app.get("/")
+        def plain_home() -> HTMLResponse:
+            return HTMLResponse("<p>home</p>")
+
+        setup(app, tracker=tracker, user_loader=current_user)
+    app.add_middleware(SessionMiddleware, secret_key="k")
+    return app
+
+
+@pytest.mark.parametrize("dependency", [False, True], ids=["user_loader", "tracked_user"])
+def test_signed_in_user_identifies_once_not_on_every_request(dependency: bool) -> None:
+    tracker = ListTracker()
+    client = TestClient(build_login_app(tracker, dependency=dependency))
+    client.post("/login")
+    client.get("/")
+    client.get("/")
+    assert tracker.one("identify").visitor.user_id == "u-5"
+    pages = tracker.named("page")
+    assert [(p.visitor.user_id, p.visitor.email) for p in pages] == [
+        ("u-5", "login@example.com")] * 2

@@ -177,3 +177,75 @@ def test_user_loader_runs_in_the_request_context(authenticated: bool) -> None:
         assert (visitor.user_id, visitor.email) == ("42", "login@example.com")
     else:
         assert visitor.user_id is None and visitor.email is None
+
+
+class SessionLoginUser:
+    """A Flask-Login-like ``current_user`` read from the ``_user_id`` session key, with
+    an email only the user record has (the session does not carry it)."""
+
+    def __init__(self, user_id: str | None) -> None:
+        self.is_authenticated = user_id is not None
+        self.user_id = user_id
+        self.email = "login@example.com" if user_id is not None else None
+
+    def get_id(self) -> str | None:
+        return self.user_id
+
+
+def build_login_app(tracker: ListTracker) -> Flask:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "test"
+
+    @app.post("/login")
+    def login() -> tuple[str, int, dict[str, str]]:
+        session["_user_id"] = "42"  # what flask_login.login_user() stores
+        return "", 303, {"Location": "/"}
+
+    @app.get("/")
+    def home() -> str:
+        return "<p>home</p>"
+
+    @app.post("/checkout")
+    def checkout() -> tuple[str, int, dict[str, str]]:
+        session["email"] = "new@example.com"
+        return "", 303, {"Location": "/"}
+
+    @app.post("/profile")
+    def profile() -> str:
+        track.identify(phone="380501234567")
+        return "<p>saved</p>"
+
+    def loader(request: Any) -> SessionLoginUser:
+        return SessionLoginUser(session.get("_user_id"))
+
+    CDPTrack(app, tracker=tracker, user_loader=loader)
+    return app
+
+
+def test_user_loader_identifies_once_at_sign_in_not_on_every_request() -> None:
+    tracker = ListTracker()
+    client = build_login_app(tracker).test_client()
+    client.post("/login").close()
+    get(client, "/")
+    get(client, "/")
+    identify = tracker.one("identify")
+    assert identify.traits == {"email": "login@example.com", "user_id": "42",
+                               "external_customer_id": "42"}
+    pages = tracker.named("page")
+    assert len(pages) == 2
+    assert all((p.visitor.user_id, p.visitor.email) == ("42", "login@example.com")
+               for p in pages)
+
+
+def test_user_loader_identifies_again_when_the_identity_changes() -> None:
+    tracker = ListTracker()
+    client = build_login_app(tracker).test_client()
+    client.post("/login").close()
+    tracker.clear()
+    client.post("/checkout").close()  # a new email in the session: a changed identity
+    assert tracker.one("identify").traits["email"] == "new@example.com"
+    tracker.clear()
+    get(client, "/")
+    assert tracker.named("identify") == []
+    client.post("/profile").close()  # an explicit track.identify()
+    assert tracker.one("identify").traits["phone"] == "380501234567"
