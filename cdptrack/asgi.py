@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .config import Config
+from .declare import ignored
 from .observe_core import EventSink, Observer, fill_session_from_cookies, make_observer
 from .observe_options import ObserveOptions
 from .observe_state import GUARD_KEY, STATE_KEY, RequestState, current_state
@@ -97,7 +98,7 @@ class CDPTrackMiddleware:
         async def send_tracked(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start":
-                message = _on_start(observer, state, message, session_cookie)
+                message = _on_start(observer, state, message, session_cookie, scope)
             elif (kind == "http.response.body" and not message.get("more_body", False)) \
                     or kind == "http.response.pathsend":
                 await send(message)
@@ -184,8 +185,10 @@ async def ashutdown(tracker: Any, observer: Observer, timeout: float = SHUTDOWN_
 
 
 def _on_start(observer: Observer, state: RequestState, message: Message,
-              session_cookie: bytes) -> Message:
+              session_cookie: bytes, scope: Scope) -> Message:
     try:
+        if state.sc_new and ignored(scope.get("endpoint")):
+            state.skip = True  # @track.ignore() on an endpoint class: no visitor cookie
         headers = message.get("headers") or []
         for name, value in headers:
             lower = name.lower()

@@ -9,7 +9,12 @@ and async views, in FastAPI path operations with ``Depends``, and are no-ops (co
 outside a tracked request.
 
 A decorator also marks the function itself (``__cdptrack__``), so the declaration is
-found from the route's endpoint even when the decorator sits above ``@app.route``.
+found from the route's endpoint even when the decorator sits above ``@app.route``.  On a
+class-based view (a Django ``View``, a Flask ``MethodView``, a Starlette ``HTTPEndpoint``)
+it only marks the class and returns it unchanged, so ``as_view()`` and the framework's
+dispatch keep working; the adapters find the mark from the matched route (the class
+itself, or the ``view_class`` of the function ``as_view()`` made).  Subclasses inherit
+the mark, as they inherit everything else.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from .observe_state import PageDeclaration, RequestState, current_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTE = "__cdptrack__"
+IGNORE_KEY = "__ignore__"  # the key of ``track.ignore()``'s declaration
 
 logger = logging.getLogger("cdptrack.observe")
 _finders: list[Callable[[], RequestState | None]] = []
@@ -114,7 +120,7 @@ class Track:
 
     def ignore(self) -> Callable[[F], F]:
         """Never track this view (health checks, admin pages)."""
-        return _decorator(PageDeclaration("other", "__ignore__"))
+        return _decorator(PageDeclaration("other", IGNORE_KEY))
 
     # -- calls inside a view ----------------------------------------------------------
 
@@ -200,7 +206,7 @@ def _enter(decl: PageDeclaration, kwargs: dict[str, Any]) -> RequestState | None
     state = current()
     if state is None:
         return None
-    if decl.key == "__ignore__":
+    if decl.key == IGNORE_KEY:
         state.skip = True
         return None
     if state.declared is None:
@@ -212,6 +218,9 @@ def _enter(decl: PageDeclaration, kwargs: dict[str, Any]) -> RequestState | None
 
 def _decorator(decl: PageDeclaration) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
+        if inspect.isclass(fn):
+            setattr(fn, ATTRIBUTE, decl)  # the view itself stays the framework's
+            return fn
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -243,11 +252,24 @@ def _decorator(decl: PageDeclaration) -> Callable[[F], F]:
 
 
 def declaration_of(endpoint: Any) -> PageDeclaration | None:
-    """The declaration a decorator left on an endpoint function, if any."""
+    """The declaration a decorator left on an endpoint function or view class, or on the
+    ``view_class`` of the function a class's ``as_view()`` made (Django, Flask)."""
+    if endpoint is None:
+        return None
     decl = getattr(endpoint, ATTRIBUTE, None)
+    if decl is None:
+        view_class = getattr(endpoint, "view_class", None)
+        if view_class is not None:
+            decl = getattr(view_class, ATTRIBUTE, None)
     return decl if isinstance(decl, PageDeclaration) else None
+
+
+def ignored(endpoint: Any) -> bool:
+    """Whether the endpoint (or its view class) is declared ``@track.ignore()``."""
+    decl = declaration_of(endpoint)
+    return decl is not None and decl.key == IGNORE_KEY
 
 
 track = Track()
 
-__all__ = ["Track", "current", "declaration_of", "register_state_finder", "track"]
+__all__ = ["Track", "current", "declaration_of", "ignored", "register_state_finder", "track"]

@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
+from .declare import IGNORE_KEY
 from .events import (
     CART_UPDATED,
     ORDER_COMPLETED,
@@ -88,6 +89,8 @@ def build_events(state: RequestState, options: ObserveOptions,
         resolve_snapshot(state.session_after, options)
     page_ok = status < 300 and state.method == "GET"
     decl = resolve_page(state, options)
+    if decl is not None and decl.key == IGNORE_KEY:
+        return out  # @track.ignore() found on the endpoint or its view class
     kind = decl.kind if decl is not None else None
     key = key_value(state, decl) if decl is not None else None
 

@@ -55,6 +55,7 @@ from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject
 
 from cdptrack.config import Config
+from cdptrack.declare import ignored
 from cdptrack.observe_core import EventSink, Observer, make_observer
 from cdptrack.observe_options import ObserveOptions, split_options
 from cdptrack.observe_state import STATE_KEY, RequestState, SessionSnapshot, current_state
@@ -333,7 +334,8 @@ async def _async_chunks(content: AsyncIterator[bytes],
 
 def read_resolver_match(state: RequestState, request: HttpRequest) -> None:
     """The route Django matched: template, ``url_name`` and captured kwargs; the view
-    function carries any ``@track`` declaration."""
+    function (or the ``view_class`` of an ``as_view()`` function) carries any ``@track``
+    declaration."""
     match = getattr(request, "resolver_match", None)
     if match is None:
         return
@@ -345,7 +347,9 @@ def read_resolver_match(state: RequestState, request: HttpRequest) -> None:
     state.endpoint_name = match.url_name or (name if name not in (None, "view") else None)
     params = getattr(match, "captured_kwargs", None)  # without path(..., kwargs={...})
     state.path_params = dict(params if params is not None else match.kwargs)
-    state.endpoint = func
+    state.endpoint = func  # an as_view() function: its view_class carries the declaration
+    if ignored(func):
+        state.skip = True  # @track.ignore() on the view class: no events, no cookie
 
 
 _NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")

@@ -29,7 +29,7 @@ from flask import Flask, Response, current_app, has_request_context, request, te
 from flask.globals import request_ctx
 
 from cdptrack.config import Config
-from cdptrack.declare import register_state_finder
+from cdptrack.declare import ignored, register_state_finder
 from cdptrack.observe_core import EventSink, Observer
 from cdptrack.observe_options import ObserveOptions, split_options
 from cdptrack.observe_state import STATE_KEY, RequestState
@@ -139,6 +139,8 @@ def _after_request(response: Response) -> Response:
             state.path_params = request.view_args
             if request.endpoint:
                 state.endpoint = current_app.view_functions.get(request.endpoint)
+                if ignored(state.endpoint):  # on a MethodView class: found via view_class
+                    state.skip = True
         if state.session_before is not None:
             state.session_after = snapshot_later(_raw_session(), tracking.observer.options)
         if tracking.user_loader is not None and state.user is None and response.status_code < 400:

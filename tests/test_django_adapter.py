@@ -217,6 +217,25 @@ class ReceiptView(View):
         return HttpResponse("<p>receipt</p>")
 
 
+@track.product_page(key="slug")
+class ProductPageView(View):
+    """A class-based view declared as a whole: the class stays a class (``as_view()``)."""
+
+    def get(self, request: HttpRequest, slug: str) -> TemplateResponse:
+        return TemplateResponse(request, "product.html", {"product": {
+            "product_id": slug, "name": "Scarf", "price": 30, "in_stock": True}})
+
+
+class GiftPageView(ProductPageView):
+    """Inherits the declaration of its base class."""
+
+
+@track.ignore()
+class StatusView(View):
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse("<p>ok</p>")
+
+
 def stream(request: HttpRequest, pid: str) -> StreamingHttpResponse:
     def body() -> Iterator[str]:
         yield "<p>"
@@ -266,6 +285,9 @@ urlpatterns = [
     path("dept/<str:name>/", track.category_page(key="name")(DepartmentView.as_view())),
     path("bundles/<str:sku>/", BundleView.as_view()),
     path("receipts/<str:number>/", ReceiptView.as_view()),
+    path("scarves/<str:slug>/", ProductPageView.as_view(), name="scarf"),
+    path("gifts/<str:slug>/", GiftPageView.as_view()),
+    path("status/", StatusView.as_view()),
     path("stream/<str:pid>/", stream),
     path("boom/", boom),
     path("assets-v2/<path:name>", static_file),
@@ -357,6 +379,24 @@ def test_declarations_on_function_views_and_class_views(tracker: ListTracker) ->
     client.get("/receipts/R-5/")  # method_decorator(..., name="dispatch")
     assert props(tracker.one("Order Completed")) == {"order_id": "R-5", "total": 12,
                                                       "revenue": 12, "currency": "EUR"}
+
+
+def test_declarations_on_view_classes_keep_the_class_and_are_found_from_the_route(
+        tracker: ListTracker) -> None:
+    assert isinstance(ProductPageView, type) and issubclass(ProductPageView, View)
+    client = shopper()
+    client.get("/scarves/S-1/")
+    assert props(tracker.one("Product Viewed")) == {
+        "product_id": "S-1", "name": "Scarf", "price": 30, "in_stock": True}
+    assert tracker.one("page").name == "Product"
+    tracker.clear()
+    client.get("/gifts/G-2/")  # a subclass of a declared view
+    assert props(tracker.one("Product Viewed"))["product_id"] == "G-2"
+    tracker.clear()
+    response = Client().get("/status/")  # @track.ignore() on a class: nothing, no cookie
+    assert response.status_code == 200
+    assert tracker.events == []
+    assert sc_cookie(response) is None
 
 
 # --- the session: cart, order, identity -------------------------------------------------

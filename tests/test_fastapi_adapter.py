@@ -235,3 +235,32 @@ def test_signed_in_user_identifies_once_not_on_every_request(dependency: bool) -
     pages = tracker.named("page")
     assert [(p.visitor.user_id, p.visitor.email) for p in pages] == [
         ("u-5", "login@example.com")] * 2
+
+
+def test_declarations_on_http_endpoint_classes() -> None:
+    from starlette.endpoints import HTTPEndpoint
+
+    @track.product_page(key="sku")
+    class ProductEndpoint(HTTPEndpoint):
+        async def get(self, request: Request) -> HTMLResponse:
+            return HTMLResponse("<h1>lamp</h1>")
+
+    @track.ignore()
+    class StatusEndpoint(HTTPEndpoint):
+        async def get(self, request: Request) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+    assert isinstance(ProductEndpoint, type) and issubclass(ProductEndpoint, HTTPEndpoint)
+    tracker = ListTracker()
+    inner = Starlette(routes=[Route("/lamps/{sku}", ProductEndpoint)])
+    app = Starlette(routes=[Mount("/shop", inner), Route("/status", StatusEndpoint)])
+    setup(app, tracker=tracker)
+    client = TestClient(app)
+    client.get("/shop/lamps/L-3")
+    assert tracker.one("Product Viewed").properties == {"product_id": "L-3"}
+    assert tracker.one("page").name == "Product"
+    tracker.clear()
+    response = TestClient(app).get("/status")
+    assert response.text == "ok"
+    assert tracker.events == []
+    assert "set-cookie" not in response.headers

@@ -249,3 +249,34 @@ def test_user_loader_identifies_again_when_the_identity_changes() -> None:
     assert tracker.named("identify") == []
     client.post("/profile").close()  # an explicit track.identify()
     assert tracker.one("identify").traits["phone"] == "380501234567"
+
+
+def test_declarations_on_method_view_classes() -> None:
+    from flask.views import MethodView
+
+    @track.product_page(key="sku")
+    class ProductAPI(MethodView):
+        def get(self, sku: str) -> str:
+            return render_template_string(
+                "<h1>{{ product.name }}</h1>", product={"id": sku, "name": "Hat", "price": 8})
+
+    @track.ignore()
+    class StatusAPI(MethodView):
+        def get(self) -> str:
+            return "<p>ok</p>"
+
+    assert isinstance(ProductAPI, type) and issubclass(ProductAPI, MethodView)
+    tracker = ListTracker()
+    app = Flask(__name__)
+    app.add_url_rule("/hats/<sku>", view_func=ProductAPI.as_view("hat"))
+    app.add_url_rule("/status", view_func=StatusAPI.as_view("status"))
+    CDPTrack(app, tracker=tracker)
+    client = app.test_client()
+    get(client, "/hats/H-1")
+    assert tracker.one("Product Viewed").properties == {
+        "product_id": "H-1", "name": "Hat", "price": 8}
+    tracker.clear()
+    response = get(app.test_client(), "/status")
+    assert response.status_code == 200
+    assert tracker.events == []
+    assert "Set-Cookie" not in response.headers
