@@ -27,7 +27,8 @@ ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 StartResponse = Callable[..., Callable[[bytes], object]]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-_HEADERS = (
+# The request headers cdptrack reads, and their WSGI environ keys.
+WSGI_HEADERS = (
     ("cookie", "HTTP_COOKIE"), ("user-agent", "HTTP_USER_AGENT"), ("sec-gpc", "HTTP_SEC_GPC"),
     ("sec-purpose", "HTTP_SEC_PURPOSE"), ("purpose", "HTTP_PURPOSE"),
     ("x-purpose", "HTTP_X_PURPOSE"), ("x-moz", "HTTP_X_MOZ"), ("referer", "HTTP_REFERER"),
@@ -101,7 +102,7 @@ class CDPTrackWSGIMiddleware:
         observer = self.observer
         try:
             get = environ.get
-            headers: dict[str, str] = {name: environ[key] for name, key in _HEADERS
+            headers: dict[str, str] = {name: environ[key] for name, key in WSGI_HEADERS
                                        if key in environ}
             script = get("SCRIPT_NAME", "")
             host = get("HTTP_HOST") or f"{get('SERVER_NAME', 'localhost')}:" \

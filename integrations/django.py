@@ -61,6 +61,7 @@ from cdptrack.observe_options import ObserveOptions, split_options
 from cdptrack.observe_state import STATE_KEY, RequestState, SessionSnapshot, current_state
 from cdptrack.session import snapshot
 from cdptrack.visitor import identity_from_user, raw_get
+from cdptrack.wsgi import WSGI_HEADERS
 
 logger = logging.getLogger("cdptrack.observe")
 
@@ -71,14 +72,6 @@ _MIDDLEWARE_PATH = "cdptrack.integrations.django.CDPTrackMiddleware"
 _NEEDED_BEFORE = (
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-)
-_HEADERS = (
-    ("cookie", "HTTP_COOKIE"), ("user-agent", "HTTP_USER_AGENT"), ("sec-gpc", "HTTP_SEC_GPC"),
-    ("sec-purpose", "HTTP_SEC_PURPOSE"), ("purpose", "HTTP_PURPOSE"),
-    ("x-purpose", "HTTP_X_PURPOSE"), ("x-moz", "HTTP_X_MOZ"), ("referer", "HTTP_REFERER"),
-    ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
-    ("x-forwarded-proto", "HTTP_X_FORWARDED_PROTO"),
-    ("x-forwarded-host", "HTTP_X_FORWARDED_HOST"),
 )
 
 
@@ -230,7 +223,7 @@ def _begin(request: HttpRequest) -> tuple[Observer, RequestState, bool] | None:
 
 def _begin_state(observer: Observer, request: HttpRequest) -> RequestState | None:
     meta = request.META
-    headers = {name: meta[key] for name, key in _HEADERS if key in meta}
+    headers = {name: meta[key] for name, key in WSGI_HEADERS if key in meta}
     try:
         host = request.get_host()  # honours USE_X_FORWARDED_HOST and ALLOWED_HOSTS
     except Exception:
