@@ -110,7 +110,9 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, Secret(value) if value else None)
-        if self.customerio_region not in CUSTOMERIO_REGION_URLS:
+        region = str(self.customerio_region).strip().lower()
+        object.__setattr__(self, "customerio_region", region)
+        if region not in CUSTOMERIO_REGION_URLS:
             raise ConfigError(
                 f"customerio_region must be 'us' or 'eu', not {self.customerio_region!r}"
             )

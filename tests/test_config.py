@@ -33,6 +33,7 @@ def test_environment_names_from_the_design() -> None:
     assert config.outbox == "sqlite:///tmp/outbox.db"
     assert config.dry_run is True
     assert Config(customerio_region="eu").customerio_base_url == "https://cdp-eu.customer.io/v1"
+    assert Config(customerio_region="EU").customerio_region == "eu"  # type: ignore[arg-type]
 
 
 def test_arguments_win_over_the_environment() -> None:
