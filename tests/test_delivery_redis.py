@@ -5,6 +5,7 @@ capture survives Redis being down, and credentials never reach Redis or the logs
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -35,7 +36,10 @@ from support.redis_server import RedisServer
 from cdptrack import cli
 from cdptrack.client import Tracker
 from cdptrack.config import ConfigError
+from cdptrack.delivery.outbox import Routing
 from cdptrack.delivery.outbox_redis import GROUP, RedisOutbox
+from cdptrack.destinations import render_event
+from cdptrack.events import Event
 
 pytestmark = pytest.mark.skipif(not redis_server.available(),
                                 reason="redis-server is not installed (CI installs it)")
@@ -314,6 +318,110 @@ def test_dead_letters_are_kept_in_redis_and_replay_sends_them(
     client.close()
 
 
+# -- poison entries: taken over at most max_deliveries times ------------------------------
+
+
+def hand_out(url: str, destination: str | None = None) -> tuple[RedisOutbox, list[Any]]:
+    """A fresh worker (a new consumer) starts and asks for work: new events, or the
+    deliveries of ``destination``; what it got, taken over from stopped workers."""
+    worker = RedisOutbox.from_url(url, role="worker")
+    worker.start()
+    got: list[Any] = []
+    for _ in range(3):  # the first read makes the group; takeovers run on the next
+        got = list(worker.take_new(10) if destination is None
+                   else worker.next_for(destination, 10))
+        if got:
+            break
+    return worker, got
+
+
+def crash_repeatedly(url: str, destination: str | None, rounds: int
+                     ) -> tuple[int, list[RedisOutbox]]:
+    """Workers that take the entry and die with it (no hand-back, no heartbeat), one
+    after another; returns how many got it."""
+    handed, dead = 0, []
+    for _ in range(rounds):
+        time.sleep(0.12)  # idle past claim_idle (0.05 s): the next worker takes it over
+        worker, got = hand_out(url, destination)
+        dead.append(worker)
+        handed += len(got)
+    return handed, dead
+
+
+def test_an_event_that_stops_every_worker_is_dead_lettered_after_max_deliveries(
+        apis: FourApis, redis: RedisServer, prefix: str, workers: Workers) -> None:
+    url = redis.url(prefix, claim_idle="0.05", max_deliveries="3")
+    web = RedisOutbox.from_url(url)
+    assert web.put(product_viewed(0))
+    handed, crashed = crash_repeatedly(url, None, 6)
+    assert handed == 3  # read once, taken over twice; the third takeover stops it
+    assert [w.poisoned() for w in crashed].count({"*": 1}) == 1
+    letters = web.dead_letters()
+    assert [(d.destination, d.reason, d.attempts, d.status) for d in letters] == [
+        ("*", "too_many_deliveries", 4, None)]
+    assert letters[0].event["properties"]["product_id"] == marker(0)
+    client = redis_client(redis)
+    events = f"{{{prefix}}}:events"
+    assert client.xlen(events) == 0
+    assert client.xpending(events, GROUP)["pending"] == 0
+    # Replayed, it is a new event again, and a healthy worker sends it everywhere.
+    assert web.requeue_dead([letters[0].id or 0]) == 1
+    assert web.open_count() == 1
+    assert workers.run_once(apis, url) == 0
+    assert all_arrived(apis, 1)
+    assert wait_until(lambda: web.open_count() == 0, 5)
+    assert web.dead_letters() == []
+    for worker in [*crashed, web]:
+        worker.close()
+    client.close()
+
+
+def test_a_delivery_that_stops_every_worker_is_dead_lettered_for_its_destination(
+        apis: FourApis, redis: RedisServer, prefix: str, workers: Workers) -> None:
+    url = redis.url(prefix, claim_idle="0.05", max_deliveries="2")
+    web = RedisOutbox.from_url(url)
+    assert web.put(product_viewed(0))
+    router, taken = hand_out(url)
+    [(key, body)] = taken
+    event = Event.from_dict(json.loads(body))
+    requests = render_event(event, apis.config(), ("orangepill",)).requests
+    assert router.route([Routing(key, event, {"orangepill": requests})]) == []
+    router.close()
+    handed, crashed = crash_repeatedly(url, "orangepill", 5)
+    assert handed == 2
+    assert sum(w.poisoned().get("orangepill", 0) for w in crashed) == 1
+    [letter] = web.dead_letters()
+    assert (letter.destination, letter.reason, letter.message_id) == (
+        "orangepill", "too_many_deliveries", event.message_id)
+    client = redis_client(redis)
+    assert client.xlen(f"{{{prefix}}}:d:orangepill") == 0
+    assert workers.run_once(apis, url) == 0  # nothing left to take
+    assert apis.orangepill.requests == []
+    assert web.requeue_dead([letter.id or 0]) == 1
+    assert workers.run_once(apis, url) == 0
+    assert set(markers_received(apis.orangepill)) == {marker(0)}
+    for worker in [*crashed, web]:
+        worker.close()
+    client.close()
+
+
+def test_graceful_hand_backs_do_not_count_as_deliveries(
+        redis: RedisServer, prefix: str) -> None:
+    url = redis.url(prefix, claim_idle="60", max_deliveries="2")
+    web = RedisOutbox.from_url(url)
+    assert web.put(product_viewed(0))
+    for _ in range(5):  # a rolling restart, five times over: each worker hands it back
+        worker, got = hand_out(url)
+        assert len(got) == 1
+        worker.close()
+    assert web.dead_letters() == []
+    client = redis_client(redis)
+    [pending] = client.xpending_range(f"{{{prefix}}}:events", GROUP, "-", "+", 10)
+    assert pending["times_delivered"] == 0  # each hand-back took its takeover off again
+    web.close()
+    client.close()
+
+
 # -- capture side: bounded, never raising ------------------------------------------------
 
 
@@ -365,15 +473,18 @@ def test_a_full_events_stream_refuses_and_the_drop_is_counted(
 def test_url_options_are_parsed_and_the_password_never_shown() -> None:
     outbox = RedisOutbox.from_url(
         "redis://:pw-SECRET@127.0.0.1:1/2?prefix=shop1&maxlen=50&claim_idle=7"
-        "&role=worker&socket_timeout=2")
-    assert (outbox.prefix, outbox.maxlen, outbox.claim_idle, outbox.role) == (
-        "shop1", 50, 7.0, "worker")
+        "&role=worker&socket_timeout=2&max_deliveries=9")
+    assert (outbox.prefix, outbox.maxlen, outbox.claim_idle, outbox.role,
+            outbox.max_deliveries) == ("shop1", 50, 7.0, "worker", 9)
+    assert RedisOutbox.from_url("redis://127.0.0.1:1/0").max_deliveries == 5
     assert outbox.events_key == "{shop1}:events"
     assert "pw-SECRET" not in outbox.url and "pw-SECRET" not in repr(outbox)
     with pytest.raises(ConfigError, match="role"):
         RedisOutbox.from_url("redis://127.0.0.1:1/0?role=boss")
     with pytest.raises(ConfigError, match="prefix"):
         RedisOutbox.from_url("redis://127.0.0.1:1/0?prefix=a b")
+    with pytest.raises(ConfigError, match="max_deliveries"):
+        RedisOutbox.from_url("redis://127.0.0.1:1/0?max_deliveries=0")
 
 
 def test_a_missing_redis_client_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch

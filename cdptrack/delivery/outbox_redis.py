@@ -36,6 +36,15 @@ each event reaches each destination once: routing and settling acknowledge first
 skip their writes when another worker already did the work.  A worker that stops
 gracefully hands its unfinished entries back to the group at once.
 
+**Poison entries.**  An entry that crashes (or hangs) every worker that takes it would
+be taken over forever, killing one worker after another.  Redis counts how often each
+entry was handed out (``XPENDING``'s delivery count; a graceful hand-back does not
+count); when a takeover finds an entry handed out more than ``max_deliveries`` times
+(default 5), it is not handed out again but moved to the dead letters with reason
+``too_many_deliveries`` (see :meth:`RedisOutbox.poisoned`).  A delivery's letter names
+its destination; an event that was never routed gets one letter with destination
+``*``, which ``replay`` puts back into the events stream.
+
 **Bounds.**  Each stream holds at most ``maxlen`` unfinished entries (default 100 000):
 when the events stream is full ``put`` refuses (the ``Tracker`` counts
 ``dropped:queue_full``); when a destination's stream is full that destination drops the
@@ -52,7 +61,8 @@ Buffered events are lost if the process exits before Redis comes back (counted a
 logged).  Log lines and ``url`` never show the password.
 
 URL: ``redis://[:password@]host:port/db?prefix=cdptrack&role=producer&maxlen=100000
-&claim_idle=30&buffer=10000&dead_maxlen=10000`` (``rediss://`` and ``unix://`` too);
+&claim_idle=30&buffer=10000&dead_maxlen=10000&max_deliveries=5`` (``rediss://`` and
+``unix://`` too);
 other query options (``socket_timeout``, ``socket_connect_timeout``, ...) go to redis-py.
 """
 
@@ -84,9 +94,14 @@ ROLES = ("producer", "worker")
 DEFAULT_MAXLEN = 100_000
 DEFAULT_DEAD_MAXLEN = 10_000
 DEFAULT_CLAIM_IDLE = 30.0
+DEFAULT_MAX_DELIVERIES = 5
+POISON_REASON = "too_many_deliveries"
+EVERY_DESTINATION = "*"  # a dead letter for an event that was never routed
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
+MAX_UNREADABLE_CHARS = 2000
 RELEASED_IDLE_MS = 10**11  # "idle for years": any worker's XAUTOCLAIM takes it at once
-OUR_OPTIONS = {"prefix", "role", "maxlen", "claim_idle", "buffer", "dead_maxlen"}
+OUR_OPTIONS = {"prefix", "role", "maxlen", "claim_idle", "buffer", "dead_maxlen",
+               "max_deliveries"}
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HOST = socket.gethostname()
 
@@ -142,13 +157,21 @@ return redis.call('XADD', KEYS[2], '*', 'e', ARGV[2], 'o', ARGV[3])
 
 # KEYS[1] stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] idle ms to set, ARGV[4..] ids.
 # Touch entries still owned by this consumer: idle 0 keeps them (heartbeat), a huge
-# idle hands them to the next XAUTOCLAIM (release).  Never takes another's entry.
+# idle hands them to the next XAUTOCLAIM (release).  Never takes another's entry.  JUSTID
+# leaves the delivery count alone; a release takes one off, so that the takeover that
+# follows a graceful hand-back is not counted against the entry (only crashes are).
 TOUCH = """
 local n = 0
 for i = 4, #ARGV do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[2])
   if #p > 0 then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    if ARGV[3] == '0' then
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', 0, 'JUSTID')
+    else
+      local count = math.max(tonumber(p[1][4]) - 1, 0)
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3],
+                 'RETRYCOUNT', count, 'JUSTID')
+    end
     n = n + 1
   end
 end
@@ -182,6 +205,7 @@ class RedisOutbox(Outbox):
     def __init__(self, url: str, *, prefix: str = "cdptrack", role: str = "producer",
                  maxlen: int = DEFAULT_MAXLEN, claim_idle: float = DEFAULT_CLAIM_IDLE,
                  buffer: int = 10_000, dead_maxlen: int = DEFAULT_DEAD_MAXLEN,
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES,
                  redis_options: Mapping[str, Any] | None = None) -> None:
         """``url`` is the connection URL without this module's options (see
         :meth:`from_url`, which parses them)."""
@@ -191,6 +215,8 @@ class RedisOutbox(Outbox):
             raise ConfigError(f"outbox: role must be 'producer' or 'worker', not {role!r}")
         if maxlen < 1 or buffer < 0 or dead_maxlen < 1 or claim_idle <= 0:
             raise ConfigError("outbox: maxlen, dead_maxlen and claim_idle must be positive")
+        if max_deliveries < 1:
+            raise ConfigError("outbox: max_deliveries must be at least 1")
         self._redis = _import_redis()
         self._conn_url = url
         self._password = urlsplit(url).password or ""
@@ -201,6 +227,7 @@ class RedisOutbox(Outbox):
         self.claim_idle = claim_idle
         self.buffer_max = buffer
         self.dead_maxlen = dead_maxlen
+        self.max_deliveries = max_deliveries
         self._options = dict(redis_options or {})
         tag = "{" + prefix + "}"
         self.events_key = f"{tag}:events"
@@ -236,6 +263,7 @@ class RedisOutbox(Outbox):
                             else float(ours.get("claim_idle", DEFAULT_CLAIM_IDLE))),
                 buffer=int(ours.get("buffer", max_queue)),
                 dead_maxlen=int(ours.get("dead_maxlen", DEFAULT_DEAD_MAXLEN)),
+                max_deliveries=int(ours.get("max_deliveries", DEFAULT_MAX_DELIVERIES)),
             )
         except ValueError as error:
             if isinstance(error, ConfigError):
@@ -251,9 +279,11 @@ class RedisOutbox(Outbox):
         # capture side
         self._last = 0
         self._buffer: deque[tuple[int, str]] = deque()
-        self._requeued: OrderedDict[int, tuple[str, str]] = OrderedDict()  # key -> entry
+        # key -> (stream, entry id)
+        self._requeued: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._checked = 0.0
         self._drops: dict[str, int] = {}
+        self._poisoned: dict[str, int] = {}  # destination -> entries dead-lettered
         # availability (shared by both sides)
         self._retry_at = 0.0
         self._backoff = BACKOFF_FIRST
@@ -409,8 +439,8 @@ class RedisOutbox(Outbox):
             first = list(itertools.islice(self._requeued.items(), 100))
         try:
             pipe = self._client().pipeline(transaction=False)
-            for _, (dest, entry) in first:
-                pipe.xrange(self._dest_key(dest), entry, entry)
+            for _, (stream, entry) in first:
+                pipe.xrange(stream, entry, entry)
             found = pipe.execute()
         except self._errors():
             return
@@ -721,7 +751,7 @@ class RedisOutbox(Outbox):
         except self._errors() as error:
             self._failed(error, "taking over idle entries")
             return False
-        found = False
+        claimed: list[tuple[str, str, dict[str, str]]] = []
         for stream, reply in zip(streams, replies, strict=True):
             if isinstance(reply, Exception):
                 if "NOGROUP" in str(reply):
@@ -729,13 +759,89 @@ class RedisOutbox(Outbox):
                 continue
             cursor, entries = reply[0], reply[1]
             self._cursors[stream] = cursor
-            live = [(entry, fields) for entry, fields in entries if fields]
-            if live:
-                found = True
-                self._reclaimed.setdefault(stream, deque()).extend(live)
-                logger.info("cdptrack: took over %d idle entries of %s from a stopped "
-                            "worker", len(live), stream)
+            claimed += [(stream, entry, fields) for entry, fields in entries if fields]
+        if not claimed:
+            return False
+        poison = self._poison(claimed)
+        taken: dict[str, int] = {}
+        for stream, entry, fields in claimed:
+            if (stream, entry) not in poison:
+                self._reclaimed.setdefault(stream, deque()).append((entry, fields))
+                taken[stream] = taken.get(stream, 0) + 1
+        for stream, n in taken.items():
+            logger.info("cdptrack: took over %d idle entries of %s from a stopped worker",
+                        n, stream)
+        return bool(taken)
+
+    def _poison(self, claimed: Sequence[tuple[str, str, dict[str, str]]]
+                ) -> set[tuple[str, str]]:
+        """Of the entries just taken over, those handed out more than ``max_deliveries``
+        times: moved to the dead letters (or, if Redis fails meanwhile, left pending on
+        this worker, to be found again by the next takeover).  Never handed out."""
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for stream, entry, _ in claimed:
+                pipe.xpending_range(stream, GROUP, min=entry, max=entry, count=1)
+            counts = pipe.execute()
+        except self._errors() as error:
+            self._failed(error, "reading delivery counts")
+            return set()
+        poison: list[tuple[str, str, dict[str, str], int]] = []
+        for (stream, entry, fields), rows in zip(claimed, counts, strict=True):
+            times = int(rows[0]["times_delivered"]) if rows else 0
+            if times > self.max_deliveries:
+                poison.append((stream, entry, fields, times))
+        if not poison:
+            return set()
+        found = {(stream, entry) for stream, entry, _, _ in poison}
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            script = self._script("settle")
+            for stream, entry, fields, times in poison:
+                letter = self._poison_letter(stream, fields, times)
+                text = json.dumps(_letter_dict(letter), ensure_ascii=False, default=str)
+                script(keys=[stream, self.dead_key, self._dead_seq_key],
+                       args=[GROUP, entry, self.dead_maxlen, text], client=pipe)
+            moved = pipe.execute()
+        except self._errors() as error:
+            self._failed(error, "dead-lettering entries handed out too often")
+            return found
+        for (stream, _, _, times), done in zip(poison, moved, strict=True):
+            if not done:
+                continue
+            destination = self._destination_of(stream)
+            with self._lock:
+                self._poisoned[destination] = self._poisoned.get(destination, 0) + 1
+            logger.warning("cdptrack: an entry of %s was handed out %d times and never "
+                           "settled (it stops every worker that takes it); moved to the "
+                           "dead letters (%s)", stream, times, POISON_REASON)
         return found
+
+    def _destination_of(self, stream: str) -> str:
+        if stream.startswith(self._dest_prefix):
+            return stream[len(self._dest_prefix):]
+        return EVERY_DESTINATION
+
+    def _poison_letter(self, stream: str, fields: Mapping[str, str], times: int
+                       ) -> DeadLetter:
+        try:
+            event = json.loads(fields.get("e", ""))
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            event = {"unreadable": str(fields.get("e", ""))[:MAX_UNREADABLE_CHARS]}
+        return DeadLetter(
+            destination=self._destination_of(stream),
+            message_id=str(event.get("message_id", "")), method="", url="", status=None,
+            response=f"handed out {times} times without being settled: every worker that "
+                     "took it stopped or hung", reason=POISON_REASON, attempts=times,
+            event=event, request={})
+
+    def poisoned(self) -> dict[str, int]:
+        """Entries this process moved to the dead letters as ``too_many_deliveries``, per
+        destination (``*``: events never routed)."""
+        with self._lock:
+            return dict(self._poisoned)
 
     def _forget_idle_consumers(self) -> None:
         """Remove consumers that hold nothing and were idle for long (stopped workers);
@@ -782,13 +888,15 @@ class RedisOutbox(Outbox):
             if letter is None:
                 continue  # replayed by someone else meanwhile
             body = json.dumps(letter.event, separators=(",", ":"), ensure_ascii=False)
-            added = script(keys=[self.dead_key, self._dest_key(letter.destination)],
+            target = (self.events_key if letter.destination == EVERY_DESTINATION
+                      else self._dest_key(letter.destination))
+            added = script(keys=[self.dead_key, target],
                            args=[entry, body, json.dumps([letter.message_id])])
             if added is None:
                 continue
             with self._lock:
                 self._last += 1
-                self._requeued[self._last] = (letter.destination, str(added))
+                self._requeued[self._last] = (target, str(added))
             moved += 1
         return moved
 
