@@ -8,9 +8,19 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from support import redis_server
+from support.delivery import product_viewed
+from support.redis_server import RedisServer
+
+from cdptrack.client import Tracker
 from cdptrack.commands.doctor import diagnose
+from cdptrack.config import Config
+from cdptrack.delivery.outbox_redis import RedisOutbox
 from cdptrack.sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +40,15 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
 
 
 def test_nothing_configured_is_an_error_that_names_what_to_set() -> None:
@@ -87,3 +106,95 @@ def test_live_check_against_a_sink_and_a_closed_port() -> None:
     assert done.returncode == 1
     assert "FAIL: unreachable" in done.stdout
     assert KEY not in done.stdout + done.stderr
+
+
+# -- the outbox -------------------------------------------------------------------------------
+
+REDIS_PW = "redis-pw-SECRET-31"
+
+
+def test_the_outbox_is_described_without_live_and_a_redis_password_is_never_shown() -> None:
+    keys = {"CDPTRACK_ORANGEPILL_API_KEY": KEY}
+    done = doctor(keys)
+    assert done.returncode == 0, done.stdout
+    assert "outbox: memory" in done.stdout and "lost if it exits" in done.stdout
+    url = f"redis://:{REDIS_PW}@127.0.0.1:{closed_port()}/0?prefix=shop7&max_deliveries=4"
+    for args in ((), ("--json",)):
+        done = doctor({**keys, "CDPTRACK_OUTBOX": url}, *args)
+        assert done.returncode == 0, done.stdout  # nothing contacted without --live
+        assert REDIS_PW not in done.stdout + done.stderr
+    assert "redis://:***@127.0.0.1" in doctor({**keys, "CDPTRACK_OUTBOX": url}).stdout
+    as_json = json.loads(done.stdout)["outbox"]
+    assert (as_json["kind"], as_json["usable"]) == ("redis", None)
+    assert "prefix shop7" in as_json["detail"] and "max_deliveries 4" in as_json["detail"]
+    done = doctor({**keys, "CDPTRACK_OUTBOX": "postgres://nope"})
+    assert done.returncode == 1 and "outbox must be" in done.stdout
+
+
+def test_live_sqlite_outbox_says_what_waits_and_what_is_dead(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "outbox.db"
+    with Sink(fail="400:1.0") as refusing:  # Customer.io refuses: dead letters
+        config = Config(customerio_api_key=KEY, customerio_url=refusing.url + "/customerio/v1",
+                        orangepill_api_key=KEY,
+                        orangepill_url=f"http://127.0.0.1:{closed_port()}/v1")  # down
+        tracker = Tracker(config, outbox=f"sqlite:///{path}", backoff=0.01, max_backoff=0.05)
+        for i in range(3):
+            tracker.capture(product_viewed(i))
+        assert wait_for(lambda: tracker.stats()["customerio"]["dead"] == 3)
+        tracker.shutdown(0.5)  # Orangepill's deliveries stay in the file
+    env = {"CDPTRACK_ORANGEPILL_API_KEY": KEY, "CDPTRACK_OUTBOX": f"sqlite:///{path}"}
+    with Sink() as sink:
+        live = {**env, **sink.env()}
+        done = doctor(live, "--live", "--timeout", "3")
+        assert done.returncode == 0, done.stdout
+        assert ("ok: directory writable, file readable; 3 events not yet delivered "
+                "everywhere (orangepill 3), 3 dead letters") in done.stdout
+        counts = json.loads(doctor(live, "--live", "--json").stdout)["outbox"]["counts"]
+        assert counts == {"undelivered": 3, "waiting:orangepill": 3, "dead": 3}
+        fresh = {**live, "CDPTRACK_OUTBOX": f"sqlite:///{tmp_path / 'new' / 'o.db'}"}
+        done = doctor(fresh, "--live")
+        assert done.returncode == 0, done.stdout
+        assert "the file is created on first use" in done.stdout
+        assert not (tmp_path / "new").exists()  # doctor creates nothing
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_live_sqlite_outbox_that_cannot_be_used_fails(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not an SQLite database at all" * 100)
+    with Sink() as sink:
+        keys = {"CDPTRACK_ORANGEPILL_API_KEY": KEY, **sink.env()}
+        for url, why in ((f"sqlite:///{blocker}/outbox.db", "is not a directory"),
+                         (f"sqlite:///{garbage}", "cannot be read")):
+            assert doctor({**keys, "CDPTRACK_OUTBOX": url}).returncode == 0  # not looked at
+            done = doctor({**keys, "CDPTRACK_OUTBOX": url}, "--live", "--timeout", "3")
+            assert done.returncode == 1, done.stdout
+            assert "FAIL: " in done.stdout and why in done.stdout
+            assert done.stdout.count("ok: answers (HTTP") == 1  # the destination is fine
+
+
+@pytest.mark.skipif(not redis_server.available(), reason="redis-server is not installed")
+def test_live_redis_outbox_reachable_and_unreachable(tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis", password=REDIS_PW) as server, Sink() as sink:
+        url = server.url("shop7")
+        web = RedisOutbox.from_url(url)
+        for i in range(2):
+            assert web.put(product_viewed(i))
+        web.close()
+        keys = {"CDPTRACK_ORANGEPILL_API_KEY": KEY, **sink.env(), "CDPTRACK_OUTBOX": url}
+        done = doctor(keys, "--live", "--timeout", "3")
+        assert done.returncode == 0, done.stdout
+        assert "stream lengths: events 2, orangepill 0; 0 dead letters" in done.stdout
+        assert REDIS_PW not in done.stdout + done.stderr
+        wrong = {**keys, "CDPTRACK_OUTBOX": url.replace(REDIS_PW, "wrong-pw")}
+        done = doctor(wrong, "--live", "--timeout", "3")
+        assert done.returncode == 1, done.stdout
+        assert "FAIL: refuses the credentials" in done.stdout
+        assert "wrong-pw" not in done.stdout
+    done = doctor(keys, "--live", "--timeout", "3")  # Redis stopped
+    assert done.returncode == 1, done.stdout
+    assert "FAIL: unreachable" in done.stdout
+    assert REDIS_PW not in done.stdout + done.stderr
+    assert "redis://:***@127.0.0.1" in done.stdout

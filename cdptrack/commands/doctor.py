@@ -3,23 +3,37 @@ endpoint answers.
 
 The live check sends no event and no credentials: a ``HEAD`` to each enabled
 destination's base URL.  Any HTTP answer (even 404 or 405) proves the host is reachable;
-a connection error or a timeout does not.  Exit status: 0 when at least one destination
-is on and nothing is wrong, 1 otherwise (a setting that cannot work, no destination on,
-or with ``--live`` an endpoint that does not answer).
+a connection error or a timeout does not.
+
+The outbox (``CDPTRACK_OUTBOX``) is described without ``--live`` and looked at with it,
+read-only (nothing is created, taken or sent): a SQLite file's directory must be
+writable and the file, if it exists already, readable, and it says how many events are
+not yet delivered everywhere and how many dead letters it keeps; a Redis outbox must
+answer, and it says its streams' lengths and its dead letters.  A Redis password is
+masked everywhere.  Without ``--live`` doctor checks the configuration alone, so it can
+run anywhere (a CI job), not only on the host that runs the shop.
+
+Exit status: 0 when at least one destination is on and nothing is wrong, 1 otherwise (a
+setting that cannot work, no destination on, or with ``--live`` an endpoint that does
+not answer or an outbox that cannot be used).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..config import CREDENTIAL_FIELDS, DESTINATIONS, URL_FIELDS, Config, ConfigError, env_name
+from ..delivery.outbox import Outbox, open_outbox
+from ..delivery.outbox_redis import redact_url
 
 HELP = "what is configured, what is missing, and whether endpoints answer"
 
@@ -49,20 +63,35 @@ class Destination:
 
 
 @dataclass
+class OutboxState:
+    """The outbox as configured and, after :func:`inspect_outbox`, as found."""
+
+    kind: str  # memory, sqlite or redis
+    url: str  # password masked
+    detail: str
+    usable: bool | None = None  # None: not looked at (no --live)
+    answer: str = ""  # what was found, or what is wrong
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class Diagnosis:
     destinations: list[Destination] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    outbox: OutboxState | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.errors and all(d.reachable is not False for d in self.destinations)
+        return (not self.errors and all(d.reachable is not False for d in self.destinations)
+                and (self.outbox is None or self.outbox.usable is not False))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "destinations": [vars(d) for d in self.destinations],
+            "outbox": vars(self.outbox) if self.outbox is not None else None,
             "errors": self.errors,
             "warnings": self.warnings,
             "settings": self.settings,
@@ -89,7 +118,11 @@ def diagnose(environ: Mapping[str, str]) -> Diagnosis:
         return result
     settings = config.describe()
     result.settings = {k: v for k, v in settings.items()
-                       if k in ("outbox", "dry_run", "customerio_region", "customerio_strict")}
+                       if k in ("dry_run", "customerio_region", "customerio_strict")}
+    try:
+        result.outbox = describe_outbox(config.outbox)
+    except ConfigError as err:
+        result.errors.append(f"configuration cannot work: {err}")
     enabled = set(config.enabled())
     urls = {
         "yespo_tracker": config.yespo_tracker_url,
@@ -141,6 +174,114 @@ def _what_is_set(name: str, config: Config) -> str:
     return "API key <redacted>"
 
 
+def describe_outbox(url: str) -> OutboxState:
+    """What ``CDPTRACK_OUTBOX`` says, without touching a file or the network (a bad URL
+    raises :class:`ConfigError`)."""
+    outbox = open_outbox(url)  # parses only; nothing is opened or connected
+    shown = redact_url(url.strip() or "memory")
+    try:
+        kind = type(outbox).__name__.removesuffix("Outbox").lower()
+        if kind == "memory":
+            return OutboxState("memory", shown, "in this process's memory: accepted events "
+                               "are lost if it exits before they are sent")
+        if kind == "sqlite":
+            path = os.path.abspath(str(getattr(outbox, "path", "")))
+            return OutboxState("sqlite", shown, f"file {path} (survives a crash)")
+        options = ", ".join(f"{name} {getattr(outbox, name)}" for name in (
+            "prefix", "role", "claim_idle", "max_deliveries"))
+        return OutboxState("redis", shown, f"Redis Streams shared by a fleet ({options})")
+    finally:
+        outbox.close()
+
+
+def inspect_outbox(state: OutboxState, url: str, destinations: tuple[str, ...],
+                   timeout: float) -> None:
+    """Look at the outbox, read-only, and fill in ``state.usable``, ``answer`` and
+    ``counts``."""
+    if state.kind == "memory":
+        state.usable, state.answer = True, "nothing to check"
+        return
+    outbox = open_outbox(url)
+    try:
+        if state.kind == "sqlite":
+            _inspect_sqlite(state, str(getattr(outbox, "path", "")))
+        else:
+            _inspect_redis(state, outbox, destinations, timeout)
+    finally:
+        with contextlib.suppress(Exception):  # a client that never connected
+            outbox.close()
+
+
+def _inspect_sqlite(state: OutboxState, path: str) -> None:
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    existing = directory
+    while not os.path.exists(existing):  # the tracker creates missing directories
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        state.usable, state.answer = False, f"{existing} is not a directory"
+        return
+    if not os.access(existing, os.W_OK | os.X_OK):
+        state.usable, state.answer = False, f"directory {existing} is not writable"
+        return
+    if not os.path.exists(path):
+        state.usable = True
+        state.answer = "directory writable; the file is created on first use"
+        return
+    if not os.access(path, os.R_OK | os.W_OK):
+        state.usable, state.answer = False, f"{path} is not readable and writable"
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            counts = {"undelivered": 0, "dead": 0}
+            if "events" in tables:
+                counts["undelivered"] = int(
+                    conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            if "deliveries" in tables:
+                for name, n in conn.execute("SELECT destination, COUNT(*) FROM deliveries "
+                                            "GROUP BY destination ORDER BY destination"):
+                    counts[f"waiting:{name}"] = int(n)
+            if "dead_letters" in tables:
+                counts["dead"] = int(
+                    conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        state.usable, state.answer = False, f"{path} cannot be read: {err}"
+        return
+    state.usable, state.counts = True, counts
+    waiting = ", ".join(f"{k.partition(':')[2]} {n}" for k, n in counts.items()
+                        if k.startswith("waiting:"))
+    state.answer = (f"directory writable, file readable; {counts['undelivered']} events "
+                    f"not yet delivered everywhere" + (f" ({waiting})" if waiting else "")
+                    + f", {counts['dead']} dead letters")
+
+
+def _inspect_redis(state: OutboxState, outbox: Outbox, destinations: tuple[str, ...],
+                   timeout: float) -> None:
+    from ..delivery.outbox_redis import RedisOutbox
+
+    assert isinstance(outbox, RedisOutbox)
+    started = time.monotonic()
+    try:
+        lengths = outbox.remaining(destinations)
+        dead = outbox.dead_count()
+    except Exception as err:  # redis errors: the client is imported lazily
+        refused = "Authentication" in type(err).__name__ or "NOAUTH" in str(err)
+        what = "refuses the credentials" if refused else "unreachable"
+        state.usable, state.answer = False, f"{what} ({outbox.scrub(err)})"
+        return
+    elapsed = (time.monotonic() - started) * 1000
+    state.usable = True
+    state.counts = {**lengths, "dead": dead}
+    streams = ", ".join(f"{name} {n}" for name, n in lengths.items())
+    state.answer = (f"answers ({elapsed:.0f} ms); stream lengths: {streams}; "
+                    f"{dead} dead letters")
+
+
 def probe(url: str, timeout: float) -> tuple[bool, str]:
     """Does anything answer HTTP at ``url``?  Sends no event and no credentials."""
     import httpx
@@ -157,10 +298,13 @@ def probe(url: str, timeout: float) -> tuple[bool, str]:
     return True, f"answers (HTTP {response.status_code}, {elapsed:.0f} ms)"
 
 
-def check_live(result: Diagnosis, timeout: float) -> None:
+def check_live(result: Diagnosis, timeout: float, outbox_url: str | None = None) -> None:
     for dest in result.destinations:
         if dest.on:
             dest.reachable, dest.answer = probe(dest.url, timeout)
+    if result.outbox is not None and outbox_url is not None:
+        enabled = tuple(d.name for d in result.destinations if d.on)
+        inspect_outbox(result.outbox, outbox_url, enabled, timeout)
 
 
 def report(result: Diagnosis, live: bool) -> str:
@@ -176,6 +320,13 @@ def report(result: Diagnosis, live: bool) -> str:
                 lines.append(f"       {sign}: {dest.answer}")
         else:
             lines.append(f"       {dest.detail}")
+    box = result.outbox
+    if box is not None:
+        lines += ["", f"  outbox: {box.url}", f"       {box.detail}"]
+        if box.usable is not None:
+            lines.append(f"       {'ok' if box.usable else 'FAIL'}: {box.answer}")
+        elif box.kind != "memory":
+            lines.append("       (--live looks at it)")
     if result.settings:
         lines += ["", "  " + ", ".join(f"{k}={v}" for k, v in result.settings.items())]
     for warning in result.warnings:
@@ -197,7 +348,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = diagnose(os.environ)
     if args.live and not result.errors:
-        check_live(result, args.timeout)
+        check_live(result, args.timeout, os.environ.get("CDPTRACK_OUTBOX") or "memory")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -665,6 +665,10 @@ class RedisOutbox(Outbox):
         return {"events": int(counts[0]),
                 **{name: int(n) for name, n in zip(names, counts[1:], strict=True)}}
 
+    def dead_count(self) -> int:
+        """How many dead letters Redis keeps for this outbox (the whole fleet's)."""
+        return int(self._client().xlen(self.dead_key))
+
     # -- upkeep: buffer, heartbeat, takeover ----------------------------------------------
 
     def _tick(self, force: bool = False) -> bool:
