@@ -228,6 +228,15 @@ def accepted_requests(accepted: Path, config: Config) -> list[WireRequest]:
     return [r for e in events for r in render_event(e, config).requests]
 
 
+def delivered_elsewhere(accepted: Path, config: Config, healthy: Sink) -> bool:
+    """Every API but Customer.io has every request of the events accepted so far."""
+    size = accepted.stat().st_size if accepted.exists() else 0
+    if not size:
+        return False
+    wanted = [r for r in accepted_requests(accepted, config) if r.destination != "customerio"]
+    return not missing(wanted, healthy.requests()) and accepted.stat().st_size == size
+
+
 def wait_for(check: Any, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -252,9 +261,11 @@ def test_a_shop_killed_while_an_api_is_down_delivers_everything_it_accepted_afte
             shops.append(first)
             runs = run_shoppers(first.url, 3, "flask", seed=9, concurrency=3)
             assert [e for run in runs for e in run.errors] == []
-            # The other APIs are being served; Customer.io refuses every connection.
-            assert wait_for(lambda: {r["api"] for r in healthy.requests()} >= {
-                "yespo_tracker", "yespo_events", "orangepill"}, 10)
+            # The other APIs get everything; Customer.io refuses every connection.  (The
+            # kill waits for them: the sink would answer a request cut off by the kill
+            # with a 400 for its empty body and keep that answer under the Orangepill
+            # idempotency key, which no real API does with half a request.)
+            assert wait_for(lambda: delivered_elsewhere(accepted, config, healthy), 10)
             first.kill()
             produced = accepted_requests(accepted, config)
             assert healthy.requests("customerio") == []
