@@ -103,10 +103,15 @@ class Visitor:
         return {f: v for f in VISITOR_FIELDS if (v := getattr(self, f)) is not None}
 
     @classmethod
-    def from_dict(cls, data: Any, path: str = "visitor") -> Visitor:
+    def from_dict(cls, data: Any, path: str = "visitor", *,
+                  default_customer_id: bool = False) -> Visitor:
+        """Validate a visitor object; with ``default_customer_id``, the external customer
+        id defaults to ``user_id`` (the canonical event's rule)."""
         if data is None:
             return cls()
         if isinstance(data, Visitor):
+            if default_customer_id and data.external_customer_id is None and data.user_id:
+                return replace(data, external_customer_id=data.user_id)
             return data
         if not isinstance(data, Mapping):
             raise EventError(path, f"must be an object, not {_kind(data)}")
@@ -115,6 +120,8 @@ class Visitor:
             if key not in VISITOR_FIELDS:
                 continue  # unknown visitor fields are ignored, like unknown cookies
             values[key] = _optional_id(raw, f"{path}.{key}")
+        if default_customer_id and values.get("external_customer_id") is None:
+            values["external_customer_id"] = values.get("user_id")
         return cls(**values)
 
 
@@ -174,15 +181,13 @@ class Event:
         page_name = data.get("name")
         if page_name is not None and not isinstance(page_name, str):
             raise EventError("name", f"must be a string, not {_kind(page_name)}")
-        visitor = Visitor.from_dict(data.get("visitor"))
+        visitor = Visitor.from_dict(data.get("visitor"), default_customer_id=True)
         properties = normalize_properties(
             _mapping(data.get("properties"), "properties"),
             product=not (name or "").startswith("Promotion"),
         )
         traits = dict(_mapping(data.get("traits"), "traits"))
         context = dict(_mapping(data.get("context"), "context"))
-        if visitor.external_customer_id is None and visitor.user_id is not None:
-            visitor = replace(visitor, external_customer_id=visitor.user_id)
         message_id = data.get("message_id")
         if message_id is None or message_id == "":
             message_id = str(uuid.uuid4())
@@ -426,8 +431,8 @@ def parse_timestamp(value: Any, path: str = "timestamp") -> datetime:
 
 def iso_millis(moment: datetime) -> str:
     """``2020-01-21T15:56:23.208Z``: the form Customer.io and the canonical JSON use."""
-    utc = moment.astimezone(timezone.utc)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
+    return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def epoch_millis(moment: datetime) -> int:

@@ -46,6 +46,9 @@ class WireRequest:
     # What the request is about, for counters and pages (e.g. "Product Viewed").
     label: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    # The encoded body, when the renderer already encoded it (to check a size limit);
+    # otherwise encoded once on first use.  Never compared or shown.
+    encoded: bytes | None = field(default=None, repr=False, compare=False)
 
     def redacted_headers(self) -> dict[str, str]:
         return redact_headers(self.headers)
@@ -61,7 +64,11 @@ class WireRequest:
         }
 
     def body_bytes(self) -> bytes:
-        return encode_json(self.json)
+        """The request body as sent: compact UTF-8 JSON, encoded at most once."""
+        if self.encoded is None:
+            object.__setattr__(self, "encoded", encode_json(self.json))
+        assert self.encoded is not None
+        return self.encoded
 
     def __repr__(self) -> str:
         return (

@@ -9,6 +9,7 @@ person.  Every message carries ``messageId`` (stable across retries) and an ISO-
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,7 @@ def render(event: Event, config: Config) -> list[WireRequest]:
     base = config.customerio_base_url
     headers = {
         "Content-Type": "application/json",
-        "Authorization": basic_auth(config.customerio_api_key.reveal(), ""),
+        "Authorization": _auth(config.customerio_api_key.reveal()),
     }
     if config.customerio_strict:
         headers["X-Strict-Mode"] = "1"
@@ -57,7 +58,8 @@ def render(event: Event, config: Config) -> list[WireRequest]:
         message.update(identity if kind != "identify" else {})
         message["context"] = _context(event)
         message["timestamp"] = iso_millis(event.timestamp)
-        if len(encode_json(message)) > MAX_MESSAGE_BYTES:
+        encoded = encode_json(message)
+        if len(encoded) > MAX_MESSAGE_BYTES:
             raise NotSent("too_large", f"a message exceeds {MAX_MESSAGE_BYTES} bytes")
         requests.append(
             WireRequest(
@@ -69,9 +71,15 @@ def render(event: Event, config: Config) -> list[WireRequest]:
                 message_id=message["messageId"],
                 batch_url=join_url(base, "batch"),
                 label=message.get("event") or kind,
+                encoded=encoded,
             )
         )
     return requests
+
+
+@functools.lru_cache(maxsize=8)
+def _auth(api_key: str) -> str:
+    return basic_auth(api_key, "")
 
 
 def _identity(event: Event) -> dict[str, str]:

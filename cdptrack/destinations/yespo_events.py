@@ -60,10 +60,12 @@ def render(event: Event, config: Config) -> list[WireRequest]:
         raise NotSent("no_mapping", f"Yespo v1/event has no event for {event.label}")
 
     body: dict[str, Any] = {"eventTypeKey": event_type, "keyValue": key_value, "params": params}
-    if len(encode_json(body)) > MAX_BODY_BYTES:
+    encoded = encode_json(body)
+    if len(encoded) > MAX_BODY_BYTES:
         # ``items`` repeats what ``products`` says; drop it before giving up on an order.
         body["params"] = [p for p in params if p["name"] != "items"]
-        if len(encode_json(body)) > MAX_BODY_BYTES:
+        encoded = encode_json(body)
+        if len(encoded) > MAX_BODY_BYTES:
             raise NotSent("too_large", f"the request body exceeds {MAX_BODY_BYTES} bytes")
     assert config.yespo_api_key is not None
     return [
@@ -78,6 +80,7 @@ def render(event: Event, config: Config) -> list[WireRequest]:
             json=body,
             message_id=event.message_id,
             label=event_type,
+            encoded=encoded,
         )
     ]
 
