@@ -172,6 +172,14 @@ class Tracker:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    def start(self) -> None:
+        """Start the sender now instead of on first use.  With a durable outbox, call it
+        when a process starts serving (e.g. gunicorn's ``post_fork`` hook): events a
+        crashed process left in the outbox are then sent without waiting for a visitor.
+        Safe to call more than once and after ``fork()``; does nothing after shutdown."""
+        if not self._closed:
+            self._ensure_started()
+
     def _ensure_started(self) -> Sender:
         with self._start_lock:
             pid = os.getpid()

@@ -164,6 +164,10 @@ class Config:
     def with_overrides(self, **changes: Any) -> Config:
         return replace(self, **changes)
 
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.describe().items())
+        return f"Config({shown})"
+
     def describe(self) -> dict[str, Any]:
         """The settings with secrets masked: safe to print or log."""
         out: dict[str, Any] = {}
@@ -171,6 +175,7 @@ class Config:
             value = getattr(self, f.name)
             out[f.name] = REDACTED if isinstance(value, Secret) else value
         out["customerio_url"] = self.customerio_base_url
+        out["outbox"] = mask_url_password(self.outbox)
         return out
 
 
@@ -183,6 +188,16 @@ def _coerce(name: str, raw: Any) -> Any:
     if name == "customerio_region" and isinstance(raw, str):
         return raw.strip().lower()
     return raw
+
+
+def mask_url_password(url: str) -> str:
+    """``redis://:secret@host:6379/0`` → ``redis://:***@host:6379/0``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return parts._replace(netloc=f"{user}:***@{netloc[-1]}").geturl()
 
 
 def check_endpoint(url: str, setting: str = "url") -> str:

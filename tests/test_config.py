@@ -61,3 +61,10 @@ def test_keys_never_show_in_repr_str_or_describe() -> None:
     assert isinstance(config.customerio_api_key, Secret)
     assert config.customerio_api_key.reveal() == "cio-SECRET"
     assert set(config.secrets()) == {"yespo-SECRET", "cio-SECRET", "op-SECRET"}
+
+
+def test_describe_masks_a_password_in_the_outbox_url() -> None:
+    config = Config(outbox="redis://worker:hunter2@127.0.0.1:6379/0")
+    assert config.describe()["outbox"] == "redis://worker:***@127.0.0.1:6379/0"
+    assert "hunter2" not in repr(config.describe()) + repr(config) + str(config)
+    assert Config(outbox="sqlite:///x.db").describe()["outbox"] == "sqlite:///x.db"

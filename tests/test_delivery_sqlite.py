@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from support.api_server import Reply
@@ -70,9 +71,14 @@ def test_accepted_events_survive_sigkill_and_are_delivered_after_restart(
     for server in apis:
         server.default = Reply(200)
     restarted = Tracker(apis.config(), outbox=outbox, **FAST)
-    assert restarted.flush(30)
+    restarted.start()  # no capture, no flush: start() alone sends what the crash left
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(
+            wanted <= set(markers_received(s)) for s in apis.by_destination().values()):
+        time.sleep(0.05)
     for name, server in apis.by_destination().items():
         assert wanted <= set(markers_received(server)), name
+    assert restarted.flush(30)
     assert restarted.pending() == 0
     restarted.shutdown()
 
