@@ -168,6 +168,23 @@ def test_injected_failure_does_not_consume_an_idempotency_key() -> None:
         assert [r["duplicate"] for r in sink.requests()] == [False, False, False]
 
 
+def test_a_request_cut_off_mid_body_is_neither_answered_nor_remembered() -> None:
+    import socket
+    with Sink() as sink, httpx.Client() as client:
+        host, port = sink.url.split("//")[1].split(":")
+        path = "/orangepill/v1/identities/i-1/person"
+        head = (f"PATCH {path} HTTP/1.1\r\nHost: {host}\r\nx-api-key: {KEY}\r\n"
+                "idempotency-key: cut\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100\r\n\r\n")
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(head.encode() + b'{"city": "A')  # the process dies here
+        # The retry with the same key runs for real, as if the first never arrived.
+        retry = client.patch(sink.url + path, json={"city": "A"},
+                             headers={"x-api-key": KEY, "idempotency-key": "cut"})
+        assert retry.status_code == 200
+        assert [r["status"] for r in sink.requests()] == [200]
+
+
 def test_random_failure_spec_is_seeded_and_checked() -> None:
     plan = FailurePlan.parse("refuse:0.2,503:0.2,429:0.1", seed=7)
     draws = [plan.next() for _ in range(400)]

@@ -349,7 +349,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
             return None
-        return self.rfile.read(length) if length > 0 else b""
+        if length <= 0:
+            return b""
+        body = self.rfile.read(length)
+        if len(body) < length:
+            # The client went away mid-request (a killed process): no request to answer,
+            # record or remember under an idempotency key.
+            self.close_connection = True
+            return None
+        return body
 
     def _read_chunked(self) -> bytes | None:
         chunks: list[bytes] = []
