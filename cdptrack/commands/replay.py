@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 "response": letter.response, "created": letter.created,
             }, ensure_ascii=False))
         return 0
-    enabled = set(config.enabled())
+    # "*": an event that died before it was split per destination; it goes back to all.
+    enabled = {*config.enabled(), "*"}
     ready = [d.id for d in letters if d.destination in enabled and d.id is not None]
     blocked = len(letters) - len(ready)
     if blocked:

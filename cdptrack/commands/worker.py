@@ -209,3 +209,7 @@ class _Worker:
                       if key.startswith("dropped:") and n]
             print(f"cdptrack worker: {destination}: {', '.join(parts) or 'nothing sent'}",
                   file=sys.stderr)
+        for destination, n in sorted(self.outbox.poisoned().items()):
+            print(f"cdptrack worker: {destination}: {n} entr{'y' if n == 1 else 'ies'} "
+                  "dead-lettered after too many deliveries (too_many_deliveries)",
+                  file=sys.stderr)
