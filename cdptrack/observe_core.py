@@ -30,7 +30,7 @@ from .observe_events import build_events
 from .observe_options import ObserveOptions
 from .observe_state import RequestState
 from .session import decode_session_cookie, snapshot_later
-from .visitor import new_sc, parse_cookies, set_cookie_header, valid_sc
+from .visitor import identity_from_user, new_sc, parse_cookies, set_cookie_header, valid_sc
 
 logger = logging.getLogger("cdptrack.observe")
 
@@ -198,7 +198,10 @@ class Observer:
             loader = self.options.user_loader
             if user is None and loader is not None:
                 try:  # needs the request: runs here, never in the sender
-                    user = loader(state.request if state.request is not None else state.raw)
+                    # Plain data now: a user object (or a proxy to one) may not be
+                    # readable later, on another thread.
+                    user = identity_from_user(
+                        loader(state.request if state.request is not None else state.raw))
                 except Exception:
                     self.error("user_loader")
             defer = self._defer

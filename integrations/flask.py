@@ -34,6 +34,7 @@ from cdptrack.observe_core import EventSink, Observer
 from cdptrack.observe_options import ObserveOptions, split_options
 from cdptrack.observe_state import STATE_KEY, RequestState
 from cdptrack.session import snapshot_later
+from cdptrack.visitor import identity_from_user
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 EXTENSION_KEY = "cdptrack"
@@ -144,7 +145,9 @@ def _after_request(response: Response) -> Response:
         if state.session_before is not None:
             state.session_after = snapshot_later(_raw_session(), tracking.observer.options)
         if tracking.user_loader is not None and state.user is None and response.status_code < 400:
-            state.user = tracking.user_loader(request)
+            # Read the user now, in the request context: ``current_user`` is a proxy
+            # that means nothing once the context is gone, when events are built.
+            state.user = identity_from_user(tracking.user_loader(request))
     except Exception:
         tracking.observer.error("flask_after_request")
     return response
