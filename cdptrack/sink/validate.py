@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from functools import cache
 from importlib import resources
@@ -222,6 +222,19 @@ def check_yespo_tracker(body: Any) -> Problems:
     return out
 
 
+def _lines(value: Any, path: str, out: Problems, *, at_least_one: str = ""
+           ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(path, object)`` for each object in the array ``value``; problems for the rest."""
+    items = _array(value, path, out)
+    if items is not None and not items and at_least_one:
+        out.append(f"{path}: {at_least_one}")
+    for i, item in enumerate(items or []):
+        where = f"{path}[{i}]"
+        line = _object(item, where, out)
+        if line is not None:
+            yield where, line
+
+
 def _tracker_product_page(value: Any, path: str, out: Problems) -> None:
     event = _object(value, path, out)
     if event is None:
@@ -240,12 +253,7 @@ def _tracker_status_cart(value: Any, path: str, out: Problems) -> None:
     if event is None:
         return
     _need_string(event, "GUID", path, out)
-    products = _array(event.get("Products"), f"{path}.Products", out)
-    for i, item in enumerate(products or []):
-        where = f"{path}.Products[{i}]"
-        line = _object(item, where, out)
-        if line is None:
-            continue
+    for where, line in _lines(event.get("Products"), f"{path}.Products", out):
         _need_string(line, "productKey", where, out)
         _need_price(line, "price", where, out)
         _need_quantity(line, "quantity", where, out)
@@ -263,14 +271,8 @@ def _tracker_purchased(value: Any, path: str, out: Problems) -> None:
     if event is None:
         return
     _need_string(event, "OrderNumber", path, out)
-    products = _array(event.get("Products"), f"{path}.Products", out)
-    if products is not None and not products:
-        out.append(f"{path}.Products: a purchase needs at least one product")
-    for i, item in enumerate(products or []):
-        where = f"{path}.Products[{i}]"
-        line = _object(item, where, out)
-        if line is None:
-            continue
+    for where, line in _lines(event.get("Products"), f"{path}.Products", out,
+                              at_least_one="a purchase needs at least one product"):
         _need_string(line, "product_id", where, out)
         _need_price(line, "unit_price", where, out)
         _need_quantity(line, "quantity", where, out)
@@ -281,12 +283,7 @@ def _tracker_impressions(value: Any, path: str, out: Problems) -> None:
     event = _object(value, path, out)
     if event is None:
         return
-    products = _array(event.get("Products"), f"{path}.Products", out)
-    for i, item in enumerate(products or []):
-        where = f"{path}.Products[{i}]"
-        line = _object(item, where, out)
-        if line is None:
-            continue
+    for where, line in _lines(event.get("Products"), f"{path}.Products", out):
         _need_string(line, "product_id", where, out)
         _need_string(line, "container_type", where, out)
     _tags(event, path, out)
@@ -312,14 +309,7 @@ def _tracker_search(value: Any, path: str, out: Problems) -> None:
 
 
 def _tracker_product_update(value: Any, path: str, out: Problems) -> None:
-    products = _array(value, path, out)
-    if products is not None and not products:
-        out.append(f"{path}: at least one product")
-    for i, item in enumerate(products or []):
-        where = f"{path}[{i}]"
-        line = _object(item, where, out)
-        if line is None:
-            continue
+    for where, line in _lines(value, path, out, at_least_one="at least one product"):
         if "product_id" not in line:
             out.append(f"{where}.product_id: required")
         elif not (isinstance(line["product_id"], str) and line["product_id"]) and not (
