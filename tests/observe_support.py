@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -106,3 +107,20 @@ def recording_server() -> Iterator[RecordingServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(5)
+
+
+def by_api(recorded: list[Recorded]) -> dict[str, Counter[str]]:
+    """What each API received, by event name."""
+    out: dict[str, Counter[str]] = {k: Counter() for k in
+                                    ("yespo_tracker", "yespo_events", "customerio", "orangepill")}
+    for r in recorded:
+        if r.path.startswith("/yespo-tracker"):
+            out["yespo_tracker"][r.body["GeneralInfo"]["eventName"]] += 1
+        elif r.path.startswith("/yespo-api"):
+            out["yespo_events"][r.body["eventTypeKey"]] += 1
+        elif r.path.startswith("/cio"):
+            for message in r.body.get("batch", [r.body]):
+                out["customerio"][message.get("event") or message["type"]] += 1
+        elif r.path.startswith("/orangepill"):
+            out["orangepill"][f"{r.method} {r.path.rsplit('/', 1)[-1]}"] += 1
+    return out

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import wsgiref.util
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -66,7 +65,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import include, path, re_path
 from django.utils.decorators import method_decorator
 from django.views import View
-from observe_support import ListTracker, Recorded, recording_server
+from observe_support import ListTracker, by_api, recording_server
 
 from cdptrack.client import Tracker
 from cdptrack.config import ConfigError
@@ -690,20 +689,6 @@ def test_tracker_made_from_settings_is_one_per_process() -> None:
 # --- end to end: the real Tracker to local APIs -----------------------------------------------
 
 
-def by_api(recorded: list[Recorded]) -> dict[str, Counter[str]]:
-    out: dict[str, Counter[str]] = {k: Counter() for k in
-                                    ("yespo_tracker", "yespo_events", "customerio", "orangepill")}
-    for r in recorded:
-        if r.path.startswith("/yespo-tracker"):
-            out["yespo_tracker"][r.body["GeneralInfo"]["eventName"]] += 1
-        elif r.path.startswith("/yespo-api"):
-            out["yespo_events"][r.body["eventTypeKey"]] += 1
-        elif r.path.startswith("/cio"):
-            for message in r.body.get("batch", [r.body]):
-                out["customerio"][message.get("event") or message["type"]] += 1
-        elif r.path.startswith("/orangepill"):
-            out["orangepill"][f"{r.method} {r.path.rsplit('/', 1)[-1]}"] += 1
-    return out
 
 
 def test_a_shopper_journey_reaches_each_api_through_the_real_tracker() -> None:

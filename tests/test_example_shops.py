@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from observe_support import ListTracker, Recorded, recording_server
+from observe_support import ListTracker, by_api, recording_server
 
 from cdptrack.config import Config
 from cdptrack.examples.fastapi_shop.app import create_app as create_fastapi_shop
@@ -297,21 +297,6 @@ def api_config(base: str) -> Config:
                   orangepill_url=f"{base}/orangepill")
 
 
-def by_api(recorded: list[Recorded]) -> dict[str, Counter[str]]:
-    """What each API received, by event name."""
-    out: dict[str, Counter[str]] = {k: Counter() for k in
-                                    ("yespo_tracker", "yespo_events", "customerio", "orangepill")}
-    for r in recorded:
-        if r.path.startswith("/yespo-tracker"):
-            out["yespo_tracker"][r.body["GeneralInfo"]["eventName"]] += 1
-        elif r.path.startswith("/yespo-api"):
-            out["yespo_events"][r.body["eventTypeKey"]] += 1
-        elif r.path.startswith("/cio"):
-            for message in r.body.get("batch", [r.body]):
-                out["customerio"][message.get("event") or message["type"]] += 1
-        elif r.path.startswith("/orangepill"):
-            out["orangepill"][f"{r.method} {r.path.rsplit('/', 1)[-1]}"] += 1
-    return out
 
 
 def check_api_traffic(apis: dict[str, Counter[str]]) -> None:
