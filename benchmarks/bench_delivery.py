@@ -26,9 +26,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cdptrack.client import Tracker
 from cdptrack.config import Config
 from cdptrack.events import Event, track
+from cdptrack.tracker import Tracker
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 

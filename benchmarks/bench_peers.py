@@ -184,9 +184,9 @@ def _flush_in_thread(flush: Callable[[], None]) -> Callable[[float], None]:
 
 def make_cdptrack(base: str, queue: int | None, flavour: str) -> Client:
     sys.path.insert(0, ROOT)
-    from cdptrack.client import Tracker
     from cdptrack.config import Config
     from cdptrack.events import track
+    from cdptrack.tracker import Tracker
 
     options: dict[str, Any] = {} if queue is None else {"max_queue": queue}
     tracker = Tracker(Config(customerio_api_key="k", customerio_url=base + "/v1"), **options)

@@ -10,22 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Config, ConfigError, Secret
 from .events import Event, EventError, Visitor
-
-__version__ = "0.1.0"
+from .version import __version__
 
 if TYPE_CHECKING:
-    from .client import Tracker
-    from .declare import track
+    from .observe.declare import track
+    from .tracker import Tracker
 
 
 def __getattr__(name: str) -> Any:
     # The delivery engine is imported only when used: rendering needs no threads or httpx.
     if name == "Tracker":
-        from .client import Tracker
+        from .tracker import Tracker
 
         return Tracker
     if name == "track":
-        from .declare import track
+        from .observe.declare import track
 
         return track
     raise AttributeError(f"module 'cdptrack' has no attribute {name!r}")

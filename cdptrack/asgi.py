@@ -21,12 +21,14 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .capture import EventSink
 from .config import Config
-from .declare import ignored
-from .observe_core import EventSink, Observer, fill_session_from_cookies, make_observer
-from .observe_options import ObserveOptions
-from .observe_state import GUARD_KEY, STATE_KEY, RequestState, current_state
-from .session import session_from_set_cookie, snapshot_later
+from .observe.core import Observer
+from .observe.declare import ignored
+from .observe.options import ObserveOptions
+from .observe.session import fill_session_from_cookies, session_from_set_cookie, snapshot_later
+from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
+from .wiring import make_observer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,7 +51,7 @@ class CDPTrackMiddleware:
 
     Without ``tracker`` one is made from ``config`` (or the ``CDPTRACK_*`` environment)
     and started and stopped with the app's lifespan.  ``options`` and the flat keyword
-    options are :class:`~cdptrack.observe_options.ObserveOptions` (cookie, session,
+    options are :class:`~cdptrack.observe.options.ObserveOptions` (cookie, session,
     consent, route rules, ...) or :class:`~cdptrack.Config` settings.
     """
 
@@ -210,7 +212,7 @@ def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
         session = scope.get("session")
         if session is not None and state.session_after is None:
             state.session_after = snapshot_later(session, observer.options)
-        fill_session_from_cookies(observer, state, "starlette")
+        fill_session_from_cookies(observer.options, state, "starlette")
     except Exception:
         observer.error("finish")
         return

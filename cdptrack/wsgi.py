@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
+from .capture import EventSink
 from .config import Config
-from .observe_core import EventSink, Observer, fill_session_from_cookies, make_observer
-from .observe_options import ObserveOptions
-from .observe_state import GUARD_KEY, STATE_KEY, RequestState, current_state
-from .session import session_from_set_cookie
+from .observe.core import Observer
+from .observe.options import ObserveOptions
+from .observe.session import fill_session_from_cookies, session_from_set_cookie
+from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
+from .wiring import make_observer
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
 StartResponse = Callable[..., Callable[[bytes], object]]
@@ -143,7 +145,7 @@ class _TrackedBody:
             close()
         observer, state = self._observer, self._state
         try:
-            fill_session_from_cookies(observer, state, "flask")
+            fill_session_from_cookies(observer.options, state, "flask")
         except Exception:
             observer.error("finish")
             return

@@ -12,7 +12,7 @@ Add it after ``SessionMiddleware`` and ``AuthenticationMiddleware``::
     CDPTRACK = {"yespo_site_id": "...", "cookie_domain": ".shop.example"}
 
 Settings: the ``CDPTRACK`` dict (keys are :class:`cdptrack.Config` and
-:class:`~cdptrack.observe_options.ObserveOptions` names, plus ``tracker`` (a ready
+:class:`~cdptrack.observe.options.ObserveOptions` names, plus ``tracker`` (a ready
 tracker, any object with ``capture(event)``) and ``config`` (a ready ``Config``)) wins
 over the ``CDPTRACK_*`` environment variables.  One tracker per process is made lazily
 from them, the first time a middleware instance is built; the tracker starts its sender
@@ -54,13 +54,16 @@ from django.core.signals import setting_changed
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from django.utils.functional import LazyObject
 
+from cdptrack.capture import EventSink
 from cdptrack.config import Config
-from cdptrack.declare import ignored
-from cdptrack.observe_core import EventSink, Observer, make_observer
-from cdptrack.observe_options import ObserveOptions, split_options
-from cdptrack.observe_state import STATE_KEY, RequestState, SessionSnapshot, current_state
-from cdptrack.session import snapshot
-from cdptrack.visitor import identity_from_user, raw_get
+from cdptrack.observe.core import Observer
+from cdptrack.observe.declare import ignored
+from cdptrack.observe.fields import raw_get
+from cdptrack.observe.options import ObserveOptions, split_options
+from cdptrack.observe.session import snapshot
+from cdptrack.observe.state import STATE_KEY, RequestState, SessionSnapshot, current_state
+from cdptrack.observe.visitor import identity_from_user
+from cdptrack.wiring import make_observer
 from cdptrack.wsgi import WSGI_HEADERS
 
 logger = logging.getLogger("cdptrack.observe")

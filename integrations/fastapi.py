@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import Depends
 
-from cdptrack.declare import track
+from cdptrack.observe.declare import track
 
 from .starlette import CDPTrackMiddleware, setup
 

@@ -28,13 +28,14 @@ from typing import Any
 from flask import Flask, Response, current_app, has_request_context, request, template_rendered
 from flask.globals import request_ctx
 
+from cdptrack.capture import EventSink
 from cdptrack.config import Config
-from cdptrack.declare import ignored, register_state_finder
-from cdptrack.observe_core import EventSink, Observer
-from cdptrack.observe_options import ObserveOptions, split_options
-from cdptrack.observe_state import STATE_KEY, RequestState
-from cdptrack.session import snapshot_later
-from cdptrack.visitor import identity_from_user
+from cdptrack.observe.core import Observer
+from cdptrack.observe.declare import ignored, register_state_finder
+from cdptrack.observe.options import ObserveOptions, split_options
+from cdptrack.observe.session import snapshot_later
+from cdptrack.observe.state import STATE_KEY, RequestState
+from cdptrack.observe.visitor import identity_from_user
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 EXTENSION_KEY = "cdptrack"
@@ -77,7 +78,7 @@ class CDPTrack:
         owns = self._tracker is None
         tracker = self._tracker
         if tracker is None:
-            from cdptrack.client import Tracker
+            from cdptrack.tracker import Tracker
 
             config = self._config or Config.from_mapping(settings, **config_kw)
             tracker = Tracker(config)

@@ -22,8 +22,10 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 
 from cdptrack.asgi import CDPTrackMiddleware
+from cdptrack.capture import EventSink
 from cdptrack.config import Config
-from cdptrack.observe_core import EventSink, Observer, make_observer
+from cdptrack.observe.core import Observer
+from cdptrack.wiring import make_observer
 
 
 def setup(app: Starlette, config: Config | None = None, *, tracker: EventSink | None = None,

@@ -20,7 +20,7 @@ from support.delivery import (
     product_viewed,
 )
 
-from cdptrack.client import Tracker
+from cdptrack.tracker import Tracker
 
 
 def _wait(predicate: object, timeout: float = 20.0) -> bool:

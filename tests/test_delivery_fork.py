@@ -17,7 +17,7 @@ from support.delivery import (
     product_viewed,
 )
 
-from cdptrack.client import Tracker
+from cdptrack.tracker import Tracker
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 

@@ -34,12 +34,12 @@ from support.delivery import (
 from support.redis_server import RedisServer
 
 from cdptrack import cli
-from cdptrack.client import Tracker
 from cdptrack.config import ConfigError
 from cdptrack.delivery.outbox import Routing
 from cdptrack.delivery.outbox_redis import GROUP, RedisOutbox
 from cdptrack.destinations import render_event
 from cdptrack.events import Event
+from cdptrack.tracker import Tracker
 
 pytestmark = pytest.mark.skipif(not redis_server.available(),
                                 reason="redis-server is not installed (CI installs it)")

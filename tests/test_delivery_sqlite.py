@@ -22,7 +22,7 @@ from support.delivery import (
     product_viewed,
 )
 
-from cdptrack.client import Tracker
+from cdptrack.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,9 +20,9 @@ from support.delivery import (
     product_viewed,
 )
 
-from cdptrack.client import Tracker
 from cdptrack.config import ConfigError
 from cdptrack.events import track
+from cdptrack.tracker import Tracker
 
 
 def test_every_event_reaches_every_api(apis: FourApis) -> None:

@@ -67,9 +67,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from observe_support import ListTracker, by_api, recording_server
 
-from cdptrack.client import Tracker
 from cdptrack.config import ConfigError
-from cdptrack.declare import track
 from cdptrack.events import Event
 from cdptrack.integrations.django import (
     CDPTrackMiddleware,
@@ -77,6 +75,8 @@ from cdptrack.integrations.django import (
     route_template,
     tracking,
 )
+from cdptrack.observe.declare import track
+from cdptrack.tracker import Tracker
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 # Users are unsaved model instances: no database, so no last_login update on sign-in.

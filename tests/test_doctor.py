@@ -17,11 +17,11 @@ from support import redis_server
 from support.delivery import product_viewed
 from support.redis_server import RedisServer
 
-from cdptrack.client import Tracker
 from cdptrack.commands.doctor import diagnose
 from cdptrack.config import Config
 from cdptrack.delivery.outbox_redis import RedisOutbox
 from cdptrack.sink import Sink
+from cdptrack.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-doctor-SECRET-77"

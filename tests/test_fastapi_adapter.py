@@ -18,9 +18,9 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from cdptrack.asgi import CDPTrackMiddleware
-from cdptrack.declare import track
 from cdptrack.events import Event
 from cdptrack.integrations.fastapi import setup, tracked_user
+from cdptrack.observe.declare import track
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

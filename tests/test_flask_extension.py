@@ -10,8 +10,8 @@ from flask import Blueprint, Flask, render_template_string, session, stream_with
 from observe_support import ListTracker
 from werkzeug.test import TestResponse
 
-from cdptrack.declare import track
 from cdptrack.integrations.flask import CDPTrack
+from cdptrack.observe.declare import track
 
 SC = "CDA68358-94FB-4D83-9655-3FEB3C4114A3"
 

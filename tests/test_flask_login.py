@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from flask import Flask, redirect
 
-from cdptrack.client import Tracker
 from cdptrack.config import Config
-from cdptrack.declare import track
 from cdptrack.integrations.flask import CDPTrack
+from cdptrack.observe.declare import track
 from cdptrack.sink import Sink
+from cdptrack.tracker import Tracker
 
 flask_login = pytest.importorskip("flask_login")
 

@@ -24,12 +24,12 @@ from test_example_shops import (
 )
 
 from cdptrack.asgi import CDPTrackMiddleware
-from cdptrack.client import Tracker
 from cdptrack.config import Config
-from cdptrack.declare import current, track
 from cdptrack.events import Event
 from cdptrack.examples.fastapi_shop.app import create_app as create_fastapi_shop
 from cdptrack.examples.flask_shop.app import create_app as create_flask_shop
+from cdptrack.observe.declare import current, track
+from cdptrack.tracker import Tracker
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

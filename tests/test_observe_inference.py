@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from cdptrack.declare import track
-from cdptrack.inference import convention, normalize_template, resolve_page
-from cdptrack.observe_options import ObserveOptions, RouteRule
-from cdptrack.observe_state import PageDeclaration, RequestState, current_state
-from cdptrack.session import cart_changes, read_cart
+from cdptrack.observe.declare import track
+from cdptrack.observe.options import ObserveOptions, RouteRule
+from cdptrack.observe.page import convention, normalize_template, resolve_page
+from cdptrack.observe.session import cart_changes, read_cart
+from cdptrack.observe.state import PageDeclaration, RequestState, current_state
 
 
 @pytest.mark.parametrize(("template", "endpoint", "method", "expected"), [

@@ -16,7 +16,7 @@ from werkzeug.test import Client
 
 from cdptrack.asgi import CDPTrackMiddleware
 from cdptrack.events import Event
-from cdptrack.observe_state import STATE_KEY
+from cdptrack.observe.state import STATE_KEY
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 UUID_SC = "CDA68358-94FB-4D83-9655-3FEB3C4114A3"
@@ -285,7 +285,7 @@ def test_concurrent_requests_keep_their_own_state() -> None:
     tracker = ListTracker()
 
     async def slow_app(scope: Any, receive: Any, send: Any) -> None:
-        from cdptrack.declare import track
+        from cdptrack.observe.declare import track
         pid = scope["path"].rsplit("/", 1)[-1]
         track.product(product_id=pid, price=int(pid))
         await asyncio.sleep(0.01 if pid == "1" else 0)

@@ -23,17 +23,17 @@ import pytest
 from support.delivery import FAST
 from support.redis_server import free_port
 
-from cdptrack.client import Tracker
 from cdptrack.commands.demo import ShopServer
+from cdptrack.commands.demo_shoppers import run_shoppers
 from cdptrack.config import Config
 from cdptrack.delivery.outbox import Routing
 from cdptrack.delivery.outbox_memory import MemoryOutbox
-from cdptrack.demo_shoppers import run_shoppers
 from cdptrack.destinations import render_event
 from cdptrack.destinations.base import WireRequest
 from cdptrack.events import Event
 from cdptrack.examples.flask_shop.app import create_app
 from cdptrack.sink import FailurePlan, Sink
+from cdptrack.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"yespo_site_id": "DEMO", "yespo_api_key": "yespo-SECRET-e2e",

@@ -136,9 +136,9 @@ def _load_shop(framework: str, config: Any, tracker: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from ..client import Tracker
     from ..config import Config, ConfigError
     from ..sink import FailurePlan, FaultSpecError, Sink
+    from ..tracker import Tracker
 
     if not getattr(args, "verbose", False):
         # One INFO line per delivered request would bury the summary.
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
             webbrowser.open(sink.url + "/")
         runs: list[Any] = []
         if args.shoppers > 0:
-            from ..demo_shoppers import run_shoppers
+            from .demo_shoppers import run_shoppers
 
             print(f"\n{args.shoppers} shoppers are walking through the store…", flush=True)
             runs = run_shoppers(shop.url, args.shoppers, args.framework, seed=args.seed,

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..config import CREDENTIAL_FIELDS, DESTINATIONS, URL_FIELDS, Config, ConfigError, env_name
-from ..delivery.outbox import Outbox, open_outbox
+from ..delivery.outbox import Outbox
 from ..delivery.outbox_redis import redact_url
+from ..delivery.outbox_url import open_outbox
 
 HELP = "what is configured, what is missing, and whether endpoints answer"
 

@@ -14,9 +14,9 @@ import argparse
 import json
 import sys
 
-from ..client import Tracker
 from ..config import DESTINATIONS, Config, ConfigError
 from ..delivery.progress import Progress
+from ..tracker import Tracker
 from .send import add_delivery_options, report, wait_delivered
 
 

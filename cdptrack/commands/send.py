@@ -17,9 +17,9 @@ import sys
 import time
 from typing import IO, TextIO
 
-from ..client import Tracker
 from ..config import Config, ConfigError
 from ..delivery.progress import Progress
+from ..tracker import Tracker
 from .event_lines import EventLines
 
 # Drops that mean an event was lost, as opposed to a renderer's "not for this API".

@@ -17,23 +17,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from ..capture import DeferredBuild
 from ..events import Event
 
 logger = logging.getLogger("cdptrack")
-
-
-class DeferredBuild:
-    """Base class of a deferred build.  ``build()`` returns the events (``Event`` objects
-    or mappings validated like ``capture``'s), in the order they must be sent."""
-
-    __slots__ = ()
-
-    def build(self) -> Sequence[Event | Any]:
-        raise NotImplementedError
-
-    @property
-    def label(self) -> str:
-        return type(self).__name__
 
 
 class HasBuild(Protocol):

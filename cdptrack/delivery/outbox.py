@@ -12,9 +12,10 @@ An event is *open* from ``put`` until every one of its deliveries was settled (s
 dead-lettered or dropped); ``flush`` waits until no event at or below the last accepted
 key is open.  Keys grow monotonically, so "everything accepted so far" is a key.
 
-Two implementations: :mod:`.outbox_memory` (bounded, lost with the process) and
-:mod:`.outbox_sqlite` (durable across crashes).  :func:`open_outbox` picks one from the
-``CDPTRACK_OUTBOX`` URL.
+This module defines the interface only.  Three implementations: :mod:`.outbox_memory`
+(bounded, lost with the process), :mod:`.outbox_sqlite` (durable across crashes on one
+host) and :mod:`.outbox_redis` (shared by a fleet); :func:`.outbox_url.open_outbox` picks
+one from the ``CDPTRACK_OUTBOX`` URL.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ConfigError
 from ..destinations.base import WireRequest
 from ..events import Event
 from .deferred import DeferredBuild
@@ -172,29 +172,6 @@ class Outbox(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections."""
-
-
-def open_outbox(url: str, *, max_queue: int = 10_000) -> Outbox:
-    """``memory``, ``sqlite:///relative.db``, ``sqlite:////absolute.db``,
-    ``redis://host:port/db`` (see :mod:`.outbox_redis`); anything else is a
-    :class:`~cdptrack.config.ConfigError` that names the setting.  Nothing connects yet."""
-    text = (url or "memory").strip()
-    if text in {"memory", "memory://", "mem"}:
-        from .outbox_memory import MemoryOutbox
-
-        return MemoryOutbox(max_queue=max_queue)
-    if text.startswith("sqlite://"):
-        from .outbox_sqlite import SQLiteOutbox
-
-        return SQLiteOutbox.from_url(text, max_queue=max_queue)
-    if text.startswith(("redis://", "rediss://", "unix://")):
-        from .outbox_redis import RedisOutbox
-
-        return RedisOutbox.from_url(text, max_queue=max_queue)
-    raise ConfigError(
-        "outbox must be 'memory', 'sqlite:///path' or 'redis://host:port/db', "
-        f"got {text!r} (CDPTRACK_OUTBOX)"
-    )
 
 
 def truncate(text: str, secrets: Iterable[str] = (), limit: int = MAX_RESPONSE_CHARS) -> str:

@@ -13,10 +13,10 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-from .. import __version__
 from .. import events as ev
 from ..config import Config
 from ..events import Event, iso_millis
+from ..version import __version__
 from .base import NotSent, WireRequest, basic_auth, derived_id, encode_json, join_url
 
 DESTINATION = "customerio"

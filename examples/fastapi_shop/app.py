@@ -41,8 +41,8 @@ from pydantic import BaseModel
 from starlette.middleware.sessions import SessionMiddleware
 
 from cdptrack.config import Config
-from cdptrack.declare import track
 from cdptrack.integrations.fastapi import setup
+from cdptrack.observe.declare import track
 
 from .. import catalogue
 

@@ -11,8 +11,8 @@ import json
 import sys
 import time
 
-from cdptrack.client import Tracker
 from cdptrack.config import Config
+from cdptrack.tracker import Tracker
 from support.delivery import FAST, product_viewed
 
 

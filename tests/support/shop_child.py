@@ -16,10 +16,10 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from cdptrack.client import Tracker
 from cdptrack.config import Config
 from cdptrack.events import Event
 from cdptrack.examples.flask_shop.app import create_app
+from cdptrack.tracker import Tracker
 
 
 class AcceptingTracker(Tracker):

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from .fields import call_method, raw_get, read_field
+
 MAX_SC_LENGTH = 64
 MAX_IDENTITY_LENGTH = 320
 _SC_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -182,45 +184,15 @@ def identity_from_user(user: Any) -> dict[str, str]:
                 out[field_name] = value
                 break
     if "user_id" not in out:
-        get_id = getattr(user, "get_id", None)  # Flask-Login's UserMixin
-        if callable(get_id):
-            try:
-                value = _identity_value(get_id())
-            except Exception:
-                value = None
-            if value is not None:
-                out["user_id"] = value
+        value = _identity_value(call_method(user, "get_id"))  # Flask-Login's UserMixin
+        if value is not None:
+            out["user_id"] = value
     if "name" not in out:
         first = _identity_value(read_field(user, "first_name"))
         last = _identity_value(read_field(user, "last_name"))
         if first or last:
             out["name"] = " ".join(p for p in (first, last) if p)
     return out
-
-
-def raw_get(mapping: Mapping[str, Any], key: str) -> Any:
-    """``mapping.get(key)`` that bypasses dict subclasses' overrides (Flask's session
-    marks itself accessed on ``get``; ``dict.get`` does not)."""
-    if isinstance(mapping, dict):
-        return dict.get(mapping, key)
-    return mapping.get(key)
-
-
-def read_field(obj: Any, name: str) -> Any:
-    """``obj[name]`` for mappings, else ``obj.name``; ``None`` when absent or failing.
-
-    User and product objects may be ORM models whose attributes run queries or raise;
-    a failure here must never reach the shop's request.
-    """
-    if isinstance(obj, Mapping):
-        try:
-            return dict.get(obj, name) if isinstance(obj, dict) else obj.get(name)
-        except Exception:
-            return None
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
 
 
 def _identity_value(value: Any) -> str | None:
@@ -238,8 +210,6 @@ __all__ = [
     "identity_from_user",
     "new_sc",
     "parse_cookies",
-    "raw_get",
-    "read_field",
     "set_cookie_header",
     "valid_sc",
 ]

@@ -3,7 +3,7 @@
 It decides at the start of a request whether the request is tracked at all (method,
 static file, prefetch, bot, consent), gives it a visitor id, says at response start
 whether the ``sc`` cookie must be set, and at the end builds the events and hands them
-to the tracker: as a deferred build (:mod:`.observe_deferred`) that the tracker's sender
+to the tracker: as a deferred build (:mod:`.deferred`) that the tracker's sender
 thread turns into events, when the tracker has ``capture_deferred``, else built at once
 and captured one by one.  Every step is guarded: an error inside cdptrack is logged and counted,
 never raised into the shop's request.
@@ -11,7 +11,7 @@ never raised into the shop's request.
 The observer holds only cross-request state that must be shared: counters and the
 bounded memory of orders already reported (so reloading a thank-you page does not send
 Order Completed twice).  Everything about one request lives in its
-:class:`~cdptrack.observe_state.RequestState`.
+:class:`~cdptrack.observe.state.RequestState`.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-from .events import ORDER_COMPLETED, Event
-from .observe_deferred import RequestEvents, detach, detachable
-from .observe_events import build_events
-from .observe_options import ObserveOptions
-from .observe_state import RequestState
-from .session import decode_session_cookie, snapshot_later
+from ..capture import EventSink
+from ..events import ORDER_COMPLETED, Event
+from .build import build_events
+from .deferred import RequestEvents, detach, detachable
+from .options import ObserveOptions
+from .state import RequestState
 from .visitor import identity_from_user, new_sc, parse_cookies, set_cookie_header, valid_sc
 
 logger = logging.getLogger("cdptrack.observe")
@@ -37,14 +37,6 @@ logger = logging.getLogger("cdptrack.observe")
 BOT_CACHE_SIZE = 2048
 TRACKED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off", "deny", "denied", "reject"})
-
-
-class EventSink(Protocol):
-    """What the middleware needs from a tracker: a constant-time ``capture``.  A tracker
-    that also has ``capture_deferred(job)`` (``job.build()`` returns the events) gets
-    each request's events as one deferred build instead, built off the request path."""
-
-    def capture(self, event: Event) -> None: ...
 
 
 class Observer:
@@ -206,7 +198,7 @@ class Observer:
                     self.error("user_loader")
             defer = self._defer
             if defer is not None and detachable(state):
-                defer(RequestEvents(self, state, detach(state, user)))
+                defer(RequestEvents(self.events_in_sender, state, detach(state, user)))
                 return
             capture = self.tracker.capture
             for event in self.events_of(state, user):
@@ -215,20 +207,23 @@ class Observer:
         except Exception:
             self.error("finish")
 
-    def events_of(self, state: RequestState, user: Any = None,
-                  in_sender: bool = False) -> list[Event]:
-        """The events to capture for a finished request: built, counted, an order
-        reported once.  In the sender thread an error is counted and re-raised (the
-        tracker logs it and counts the events as dropped)."""
+    def events_in_sender(self, state: RequestState,
+                         identity: dict[str, str] | None) -> list[Event]:
+        """:meth:`events_of` for a deferred build on the sender thread: an error is
+        counted here and re-raised (the tracker logs it and counts the events as
+        dropped)."""
         try:
-            built = build_events(state, self.options, user)
+            return self.events_of(state, identity)
         except Exception:
-            if not in_sender:
-                raise
             with self._counters_lock:
                 self.counters["errors"] += 1
                 self.counters["errors_build"] += 1
             raise
+
+    def events_of(self, state: RequestState, user: Any = None) -> list[Event]:
+        """The events to capture for a finished request: built, counted, an order
+        reported once."""
+        built = build_events(state, self.options, user)
         events: list[Event] = []
         deduplicated = 0
         for event in built.events:
@@ -269,59 +264,3 @@ class Observer:
 
 
 __all__ = ["TRACKED_METHODS", "EventSink", "Observer"]
-
-
-def make_observer(
-    tracker: EventSink | None = None,
-    *,
-    config: Any = None,
-    options: ObserveOptions | None = None,
-    **flat: Any,
-) -> tuple[Observer, bool]:
-    """An observer from an adapter's flat keyword options; ``True`` when the tracker was
-    created here (the adapter then owns its start and shutdown)."""
-    from .config import Config
-    from .observe_options import split_options
-
-    config_kw, observe_kw = split_options(flat)
-    opts = (options or ObserveOptions()).with_overrides(**observe_kw) if observe_kw \
-        else (options or ObserveOptions())
-    created = False
-    if tracker is None:
-        from .client import Tracker
-
-        if config is None:
-            config = Config.from_env(**config_kw)
-        elif config_kw:
-            config = config.with_overrides(**config_kw)
-        tracker = Tracker(config)
-        created = True
-    elif config_kw:
-        raise ValueError("destination settings given with a ready tracker; pass them to "
-                         "the tracker instead: " + ", ".join(sorted(config_kw)))
-    return Observer(tracker, opts), created
-
-
-def fill_session_from_cookies(observer: Observer, state: RequestState, fmt: str) -> None:
-    """When no adapter handed over the live session, read it from the signed cookies:
-    before from the request's cookie, after from the response's ``Set-Cookie`` (or
-    unchanged when the response set none).  Needs ``session_secret``."""
-    opts = observer.options
-    if opts.session_secret is None:
-        return
-    secret = opts.session_secret.reveal()
-    fmt = opts.session_format or fmt
-    if state.session_before is None:
-        raw = decode_session_cookie(state.cookies.get(opts.session_cookie_name), secret, fmt,
-                                    opts.session_max_age)
-        state.session_before = snapshot_later(raw or {}, opts)
-    if state.session_after is None:
-        if state.session_cookie_after is None:
-            state.session_after = state.session_before
-        elif state.session_cookie_after == "":
-            state.session_after = snapshot_later({}, opts)  # the response deleted it
-        else:
-            raw = decode_session_cookie(state.session_cookie_after, secret, fmt,
-                                        opts.session_max_age)
-            if raw is not None:
-                state.session_after = snapshot_later(raw, opts)

@@ -24,10 +24,10 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from .declare import declaration_of
-from .observe_options import ObserveOptions, RouteRule
-from .observe_state import PageDeclaration, RequestState
-from .session import product_line
-from .visitor import read_field
+from .fields import first_field, read_field
+from .options import ObserveOptions, RouteRule
+from .products import product_line, product_list, set_in_stock
+from .state import PageDeclaration, RequestState
 
 PRODUCT_WORDS = frozenset({"product", "products", "p", "item", "items", "goods", "sku"})
 CATEGORY_WORDS = frozenset(
@@ -77,7 +77,6 @@ PAGE_NAMES = {
 _PARAM_RE = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>|\{([^{}:]+)(?::[^{}]*)?\}")
 _CACHE_LIMIT = 4096
 _convention_cache: dict[tuple[str | None, str | None, bool], PageDeclaration | None] = {}
-MAX_LIST_PRODUCTS = 100
 
 
 def normalize_template(template: str) -> str:
@@ -280,7 +279,8 @@ def product_details(state: RequestState, options: ObserveOptions,
     merged: dict[str, Any] = {}
     result = state.view_result
     from_result = _nested(result, "product")
-    if from_result is None and _is_data(result) and _has_any(result, ("product_id", "id", "sku")):
+    if from_result is None and _is_data(result) and first_field(
+            result, ("product_id", "id", "sku")) is not None:
         from_result = result
     for source in (_context(state, "product"), from_result):
         if source is not None and not isinstance(source, (str, int)):
@@ -288,7 +288,7 @@ def product_details(state: RequestState, options: ObserveOptions,
             if line is not None and (product_id is None or line["product_id"] == product_id
                                      or source is from_result):
                 line.pop("quantity", None)
-                _stock(source, line)
+                set_in_stock(source, line)
                 merged.update(line)
     if state.page_props:
         merged.update(state.page_props)
@@ -313,37 +313,8 @@ def catalogue_product(options: ObserveOptions, product_id: str) -> dict[str, Any
     if line is None:
         return {}
     line.pop("quantity", None)
-    _stock(found, line)
+    set_in_stock(found, line)
     return line
-
-
-def _stock(source: Any, line: dict[str, Any]) -> None:
-    if "in_stock" in line:
-        return
-    available = read_field(source, "available")
-    if isinstance(available, bool):
-        line["in_stock"] = available
-        return
-    stock = read_field(source, "stock")
-    if isinstance(stock, (int, float)) and not isinstance(stock, bool):
-        line["in_stock"] = stock > 0
-
-
-def _has_any(obj: Any, names: tuple[str, ...]) -> bool:
-    return any(read_field(obj, n) is not None for n in names)
-
-
-def product_list(value: Any, limit: int = MAX_LIST_PRODUCTS) -> list[dict[str, Any]] | None:
-    if not isinstance(value, (list, tuple)):
-        return None
-    out: list[dict[str, Any]] = []
-    for position, item in enumerate(value[:limit], start=1):
-        line = product_line(item)
-        if line is not None:
-            line.pop("quantity", None)
-            line.setdefault("position", position)
-            out.append(line)
-    return out
 
 
 def category_details(state: RequestState, key: str | None) -> dict[str, Any]:
@@ -355,8 +326,8 @@ def category_details(state: RequestState, key: str | None) -> dict[str, Any]:
     if isinstance(category, (str, int)) and not isinstance(category, bool):
         props["category"] = str(category)
     elif category is not None:
-        name = read_field(category, "name") or read_field(category, "title")
-        cid = read_field(category, "id") or read_field(category, "slug")
+        name = first_field(category, ("name", "title"))
+        cid = first_field(category, ("id", "slug"))
         if isinstance(name, str):
             props["category"] = name
         if isinstance(cid, (str, int)) and not isinstance(cid, bool):
@@ -415,7 +386,7 @@ def order_details(state: RequestState, options: ObserveOptions,
     result = state.view_result
     candidates = [
         _nested(result, "order"),
-        result if _is_data(result) and _has_any(result, ("order_id",)) else None,
+        result if _is_data(result) and read_field(result, "order_id") is not None else None,
         _context(state, "order"),
         state.session_after.order if state.session_after else None,
         state.session_before.order if state.session_before else None,
@@ -427,8 +398,7 @@ def order_details(state: RequestState, options: ObserveOptions,
     for source in candidates:
         if source is None or not _is_data(source):
             continue
-        sid = _text(read_field(source, "order_id") or read_field(source, "id")
-                    or read_field(source, "number"))
+        sid = _text(first_field(source, ("order_id", "id", "number")))
         if order_id is not None and sid is not None and sid != order_id:
             continue
         order_id = order_id or sid

@@ -32,8 +32,8 @@ class SessionSnapshot:
     """The parts of a session cdptrack compares: cart lines, identity, last order.
 
     ``raw`` is a cheap copy of the session taken on the request path
-    (:func:`cdptrack.session.snapshot_later`); the other fields are read from it when
-    the events are built (:func:`cdptrack.session.resolve_snapshot`), off the request
+    (:func:`cdptrack.observe.session.snapshot_later`); the other fields are read from it when
+    the events are built (:func:`cdptrack.observe.session.resolve_snapshot`), off the request
     path when the tracker builds in the background.
     """
 

@@ -3,7 +3,7 @@
 Declarations are the first and surest source of page context.  Decorators mark a view
 (``@track.product_page(key="product_id")``); calls inside a view add what only the view
 knows (``track.product(product_id=..., price=...)``, ``track.order(...)``).  Both store
-into the current request's :class:`~cdptrack.observe_state.RequestState`, found through a
+into the current request's :class:`~cdptrack.observe.state.RequestState`, found through a
 context variable the middleware sets, so they work under any middleware stack, in sync
 and async views, in FastAPI path operations with ``Depends``, and are no-ops (counted)
 outside a tracked request.
@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .observe_state import PageDeclaration, RequestState, current_state
+from .state import PageDeclaration, RequestState, current_state
 
 F = TypeVar("F", bound=Callable[..., Any])
 ATTRIBUTE = "__cdptrack__"

@@ -19,8 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
-from .declare import IGNORE_KEY
-from .events import (
+from ..events import (
     CART_UPDATED,
     ORDER_COMPLETED,
     PRODUCT_ADDED_TO_WISHLIST,
@@ -32,7 +31,9 @@ from .events import (
     Visitor,
     normalize_properties,
 )
-from .inference import (
+from .declare import IGNORE_KEY
+from .options import ObserveOptions
+from .page import (
     PAGE_NAMES,
     catalogue_product,
     category_details,
@@ -42,9 +43,8 @@ from .inference import (
     resolve_page,
     search_details,
 )
-from .observe_options import ObserveOptions
-from .observe_state import RequestState
 from .session import cart_changes, resolve_snapshot
+from .state import RequestState
 from .visitor import identity_from_user
 
 logger = logging.getLogger("cdptrack.observe")

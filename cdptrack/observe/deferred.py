@@ -2,8 +2,9 @@
 
 On the request path the middleware only records (visitor, route, status, declarations,
 cheap session copies); :class:`RequestEvents` carries that record to the tracker's
-``capture_deferred`` and, called there, runs the same :func:`build_events` the direct
-path runs, so both give the same events.
+``capture_deferred`` and, called there, runs the same
+:func:`~cdptrack.observe.build.build_events` the direct path runs, so both give the same
+events.
 
 A record must not change after it was handed over, and must not need the request:
 :func:`detach` drops the references to the live request, environ or scope, reduces the
@@ -16,18 +17,19 @@ instances: only plain data, dataclasses and pydantic models are deferred.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from .delivery.deferred import DeferredBuild
-from .events import Event
-from .observe_state import RequestState
+from ..capture import DeferredBuild
+from ..events import Event
+from .state import RequestState
 from .visitor import identity_from_user
 
-if TYPE_CHECKING:
-    from .observe_core import Observer
+# Builds a finished request's events on the sender thread: ``(state, identity) -> events``
+# (the observer's ``events_in_sender``; counting and de-duplication stay with it).
+EventBuilder = Callable[[RequestState, "dict[str, str] | None"], list[Event]]
 
-# Template context entries inference reads (inference._context callers).
+# Template context entries page inference reads (:func:`cdptrack.observe.page._context`).
 CONTEXT_KEYS = ("product", "products", "category", "results", "order")
 
 _PLAIN_TYPES: dict[type, bool] = dict.fromkeys(
@@ -98,16 +100,16 @@ def detach(state: RequestState, user: Any) -> dict[str, str] | None:
 class RequestEvents(DeferredBuild):
     """The deferred build of one request's events (see the module docstring)."""
 
-    __slots__ = ("_identity", "_observer", "_state")
+    __slots__ = ("_builder", "_identity", "_state")
 
-    def __init__(self, observer: Observer, state: RequestState,
+    def __init__(self, builder: EventBuilder, state: RequestState,
                  identity: dict[str, str] | None) -> None:
-        self._observer = observer
+        self._builder = builder
         self._state = state
         self._identity = identity
 
     def build(self) -> list[Event]:
-        return self._observer.events_of(self._state, self._identity, in_sender=True)
+        return self._builder(self._state, self._identity)
 
     @property
     def label(self) -> str:
@@ -115,4 +117,4 @@ class RequestEvents(DeferredBuild):
         return f"events of {state.method} {state.path}"
 
 
-__all__ = ["CONTEXT_KEYS", "RequestEvents", "detach", "detachable"]
+__all__ = ["CONTEXT_KEYS", "EventBuilder", "RequestEvents", "detach", "detachable"]

@@ -22,22 +22,15 @@ from typing import Any
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
-from .observe_options import ObserveOptions
-from .observe_state import SessionSnapshot
-from .visitor import identity_from_session, raw_get, read_field
+from .fields import raw_get
+from .options import ObserveOptions
+from .products import product_line
+from .state import RequestState, SessionSnapshot
+from .visitor import identity_from_session
 
 FLASK_SESSION_MAX_AGE = 31 * 24 * 3600  # Flask's PERMANENT_SESSION_LIFETIME default
 STARLETTE_SESSION_MAX_AGE = 14 * 24 * 3600  # SessionMiddleware's default max_age
 MAX_SESSION_COOKIE = 8192
-
-# Product properties a cart or order line may carry into events (Segment v2 names).
-PRODUCT_KEYS: tuple[str, ...] = (
-    "product_id", "sku", "name", "price", "quantity", "category", "brand", "variant",
-    "currency", "url", "image_url", "in_stock", "discount", "coupon", "position", "tags",
-)
-_ID_NAMES = ("product_id", "id", "sku")
-_QTY_NAMES = ("quantity", "qty", "count")
-
 
 # --- signed session cookies ------------------------------------------------------------
 
@@ -203,40 +196,6 @@ def _add_line(lines: dict[str, dict[str, Any]], line: dict[str, Any]) -> None:
         lines[pid] = line
 
 
-def product_line(item: Any, default_id: Any = None) -> dict[str, Any] | None:
-    """A product dict with Segment v2 keys from a mapping or object; ``None`` without id."""
-    if item is None or isinstance(item, (str, bytes, bool, int, float)):
-        return None
-    pid = None
-    for name in _ID_NAMES:
-        pid = read_field(item, name)
-        if pid is not None and not isinstance(pid, bool):
-            break
-    if pid is None:
-        pid = default_id
-    if pid is None or not isinstance(pid, (str, int)) or str(pid) == "":
-        return None
-    line: dict[str, Any] = {"product_id": str(pid)}
-    for key in PRODUCT_KEYS[1:]:
-        if key == "quantity":
-            continue
-        value = read_field(item, key)
-        if value is not None and isinstance(value, (str, int, float, bool, dict, list)):
-            line[key] = value
-    if "name" not in line:
-        title = read_field(item, "title")
-        if isinstance(title, str):
-            line["name"] = title
-    for name in _QTY_NAMES:
-        qty = read_field(item, name)
-        if isinstance(qty, (int, float)) and not isinstance(qty, bool):
-            line["quantity"] = qty
-            break
-    else:
-        line["quantity"] = 1
-    return line
-
-
 def cart_changes(
     before: dict[str, dict[str, Any]] | None, after: dict[str, dict[str, Any]] | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
@@ -262,11 +221,35 @@ def cart_changes(
     return added, removed
 
 
+def fill_session_from_cookies(options: ObserveOptions, state: RequestState, fmt: str) -> None:
+    """When no adapter handed over the live session, read it from the signed cookies:
+    before from the request's cookie, after from the response's ``Set-Cookie`` (or
+    unchanged when the response set none).  Needs ``session_secret``."""
+    opts = options
+    if opts.session_secret is None:
+        return
+    secret = opts.session_secret.reveal()
+    fmt = opts.session_format or fmt
+    if state.session_before is None:
+        raw = decode_session_cookie(state.cookies.get(opts.session_cookie_name), secret, fmt,
+                                    opts.session_max_age)
+        state.session_before = snapshot_later(raw or {}, opts)
+    if state.session_after is None:
+        if state.session_cookie_after is None:
+            state.session_after = state.session_before
+        elif state.session_cookie_after == "":
+            state.session_after = snapshot_later({}, opts)  # the response deleted it
+        else:
+            raw = decode_session_cookie(state.session_cookie_after, secret, fmt,
+                                        opts.session_max_age)
+            if raw is not None:
+                state.session_after = snapshot_later(raw, opts)
+
+
 __all__ = [
-    "PRODUCT_KEYS",
     "cart_changes",
     "decode_session_cookie",
-    "product_line",
+    "fill_session_from_cookies",
     "read_cart",
     "resolve_snapshot",
     "session_from_set_cookie",

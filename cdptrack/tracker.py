@@ -1,0 +1,344 @@
+"""``Tracker``: the one object an app holds to send canonical events.
+
+``capture`` only appends to the outbox (no rendering, no JSON, no network, no raising);
+a background thread renders, batches, sends, retries and dead-letters.  The thread is
+started lazily on first use and remembers its process id, and a fork hook gives a child
+process fresh locks, a fresh queue, a fresh thread and fresh HTTP clients, so the tracker
+works under gunicorn ``--preload`` and uWSGI.  At interpreter exit a bounded flush
+(``flush_at_exit`` seconds) runs; with the SQLite outbox, what is not sent by then simply
+stays in the file for the next start.
+
+Guarantees (see ``cdptrack/delivery/outbox_*.py`` for the details):
+
+* ``memory`` outbox: bounded by ``max_queue`` (new events, and deliveries waiting per
+  destination); when full, the *new* event is dropped and counted as
+  ``dropped:queue_full``.  Lost if the process dies.
+* ``sqlite:///path`` outbox: ``capture`` commits the event to the file (WAL,
+  ``synchronous=NORMAL``) before it returns, so an accepted event survives a crash or
+  ``SIGKILL`` of the process and is delivered after the next start, at least once.
+
+``capture_deferred(job)`` accepts work that *becomes* events (the middleware's record of
+one request): with the memory outbox it is stored as it is and built on the sender
+thread, so the request pays for an append only; with a durable outbox it is built at
+once and its events captured one by one, so what is accepted is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .config import Config
+from .delivery.callbacks import Callbacks
+from .delivery.counters import Counters
+from .delivery.deferred import Buildable, as_deferred, run_build
+from .delivery.outbox import DeadLetter, Outbox
+from .delivery.outbox_url import open_outbox
+from .delivery.retry import RetryPolicy
+from .delivery.sender import Sender
+from .events import Event
+
+logger = logging.getLogger("cdptrack")
+
+_LIVE: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+class Tracker:
+    """Send canonical events to every configured destination, off the request path.
+
+    ``on_error(dead_letter)`` is called for each request that ends in the dead-letter
+    store; ``on_drop(event, destination, reason)`` for each event a destination will not
+    get (a renderer's reason such as ``no_contact_key``, or ``invalid``, ``queue_full``,
+    ``shutdown``).  Exceptions raised by either are logged and ignored.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        outbox: str | Outbox | None = None,
+        on_error: Callable[..., None] | None = None,
+        on_drop: Callable[..., None] | None = None,
+        max_queue: int = 10_000,
+        max_retry_time: float = 600.0,
+        timeout: float = 10.0,
+        concurrency: int = 4,
+        flush_at_exit: float = 1.0,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 300.0,
+    ) -> None:
+        self._config = config if config is not None else Config.from_env()
+        # Parsing the outbox URL is cheap and fails early on a bad setting; files are
+        # opened on first use.
+        self._outbox = outbox if isinstance(outbox, Outbox) else open_outbox(
+            outbox or self._config.outbox, max_queue=max_queue)
+        self._callbacks = Callbacks(on_error=on_error, on_drop=on_drop)
+        self._policy = RetryPolicy(backoff=backoff, max_backoff=max_backoff,
+                                   max_retry_after=max_retry_after,
+                                   max_retry_time=max_retry_time)
+        self._concurrency = concurrency
+        self._timeout = timeout
+        self._flush_at_exit = flush_at_exit
+        self._counters = Counters()
+        self._start_lock = threading.Lock()
+        self._sender: Sender | None = None
+        self._pid: int | None = None  # the process the sender thread runs in
+        self._closed = False
+        self._shutdown_result: bool | None = None
+        _LIVE.add(self)
+
+    # -- the app-facing hot path -----------------------------------------------------------
+
+    def capture(self, event: Event | Mapping[str, Any]) -> None:
+        """Accept one event for delivery.  Constant time; never blocks on the network and
+        never raises.  A mapping is validated later in the sender (a bad one is counted
+        as ``dropped:invalid``)."""
+        try:
+            if self._closed:
+                self._drop_everywhere(event, "shutdown")
+                return
+            if self._pid != os.getpid():
+                self._ensure_started()
+            if not isinstance(event, Event):
+                if not isinstance(event, Mapping):
+                    self._drop_everywhere(event, "invalid")
+                    return
+                event = dict(event)  # later changes by the caller do not leak in
+            if self._outbox.put(event):
+                sender = self._sender
+                if sender is not None:
+                    sender.notify()
+            else:
+                self._drop_everywhere(event, "queue_full")
+        except Exception:
+            logger.exception("capture failed; event dropped")
+            self._drop_everywhere(event, "error")
+
+    def capture_deferred(self, job: Buildable) -> None:
+        """Accept work that becomes events later: a :class:`~.delivery.deferred.
+        DeferredBuild`, any object with ``build()``, or a callable, returning a list of
+        events (``Event`` or mappings).
+
+        Guarantees: constant time and never raises, like ``capture``; the memory outbox
+        stores ``job`` as it is and the sender builds it in capture order, just before
+        rendering, so its events keep their order among themselves and with everything
+        captured before and after; ``flush()`` waits for them.  A build that raises is
+        logged and counted as ``dropped:invalid`` and the sender carries on.  ``job`` must
+        not refer to objects the caller changes later.  With a durable outbox (SQLite,
+        Redis), or after ``shutdown()``, ``job`` is built here and each event captured
+        (or counted as dropped) like ``capture`` does.
+        """
+        try:
+            deferred = as_deferred(job)
+            outbox = self._outbox
+            if self._closed or not outbox.accepts_deferred:
+                for event in self._build_now(deferred):
+                    self.capture(event)
+                return
+            if self._pid != os.getpid():
+                self._ensure_started()
+            if outbox.put_deferred(deferred):
+                sender = self._sender
+                if sender is not None:
+                    sender.notify()
+            else:
+                for event in self._build_now(deferred):
+                    self._drop_everywhere(event, "queue_full")
+        except Exception:
+            logger.exception("capture_deferred failed; its events are dropped")
+            self._drop_everywhere(job, "error")
+
+    def _build_now(self, job: Any) -> list[Any]:
+        built = run_build(job)
+        if built is None:
+            self._drop_everywhere(job, "invalid")
+            return []
+        return built
+
+    def _drop_everywhere(self, event: Any, reason: str) -> None:
+        try:
+            for name in self._config.enabled():
+                self._counters.drop(name, reason)
+                self._callbacks.drop(event, name, reason)
+        except Exception:  # pragma: no cover - counting must not raise either
+            logger.exception("counting a dropped event failed")
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the sender now instead of on first use.  With a durable outbox, call it
+        when a process starts serving (e.g. gunicorn's ``post_fork`` hook): events a
+        crashed process left in the outbox are then sent without waiting for a visitor.
+        Safe to call more than once and after ``fork()``; does nothing after shutdown."""
+        if not self._closed:
+            self._ensure_started()
+
+    def _ensure_started(self) -> Sender:
+        with self._start_lock:
+            pid = os.getpid()
+            if self._pid == pid and self._sender is not None:
+                return self._sender
+            if self._pid is not None:  # forked without the fork hook running
+                self._after_fork()
+            sender = Sender(config=self._config, outbox=self._outbox, counters=self._counters,
+                            policy=self._policy, callbacks=self._callbacks,
+                            concurrency=self._concurrency, timeout=self._timeout)
+            sender.start()
+            self._sender = sender
+            self._pid = pid
+            logger.debug("sender started in pid %d (outbox %s)", pid,
+                         self._outbox.url)
+            return sender
+
+    def _started(self) -> bool:
+        return self._sender is not None and self._pid == os.getpid()
+
+    def flush(self, timeout: float | None = 5.0) -> bool:
+        """Wait until everything accepted so far was delivered or dead-lettered (or
+        dropped with a counted reason).  False when ``timeout`` seconds passed first."""
+        if not self._started():
+            if not self._outbox.durable and self._outbox.open_count() == 0:
+                return True
+            if self._closed:
+                return self._outbox.open_count() == 0
+            self._ensure_started()
+        sender = self._sender
+        assert sender is not None
+        if threading.current_thread() is sender.thread:
+            logger.warning("flush() called from the sender thread; not waiting")
+            return False
+        if not sender.wait_ready(timeout if timeout is not None else 60.0):
+            return False
+        target = self._outbox.last_key()
+        sender.notify()
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        pause = 0.001
+        while True:
+            smallest = self._outbox.min_open_key()
+            if smallest is None or smallest > target:
+                return True
+            if not sender.running():
+                return False
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                pause = min(pause, left)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """Stop intake, drain for up to ``timeout`` seconds, stop the thread.  Idempotent.
+        True when everything was delivered (or dead-lettered) and the thread ended."""
+        with self._start_lock:
+            if self._shutdown_result is not None:
+                return self._shutdown_result
+            self._closed = True
+        started = time.monotonic()
+        ok = True
+        if self._started():
+            ok = self.flush(timeout)
+            sender = self._sender
+            assert sender is not None
+            left = max(0.5, timeout - (time.monotonic() - started))
+            ok = sender.stop(left) and ok
+            logger.info("shut down (%s): %s", "drained" if ok else "not drained",
+                        self.stats())
+        self._shutdown_result = ok
+        return ok
+
+    async def astart(self) -> None:
+        """Start the sender thread from an ASGI lifespan without blocking the loop."""
+        if not self._started():
+            await asyncio.to_thread(self._ensure_started)
+
+    async def aflush(self, timeout: float | None = 5.0) -> bool:
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def ashutdown(self, timeout: float = 5.0) -> bool:
+        return await asyncio.to_thread(self.shutdown, timeout)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's thread, loop, HTTP clients and locks do not
+        exist here; start from scratch (lazily) with an empty queue and zero counters."""
+        self._start_lock = threading.Lock()
+        self._sender = None
+        self._pid = None
+        self._counters.reset()
+        self._outbox.after_fork()
+
+    def _at_exit(self) -> None:
+        if self._started() and not self._closed:
+            self.shutdown(self._flush_at_exit)
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def outbox(self) -> Outbox:
+        return self._outbox
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per destination: enqueued, sent, retried, dropped (and ``dropped:<reason>``),
+        dead, and ``dry_run`` in dry-run mode."""
+        for name in self._config.enabled():
+            self._counters.ensure(name)
+        return self._counters.snapshot()
+
+    def pending(self) -> int:
+        """Accepted events not yet settled (for progress bars and back-pressure)."""
+        return self._outbox.open_count()
+
+    def dead_letters(self, limit: int = 1000, destination: str | None = None
+                     ) -> list[DeadLetter]:
+        return self._outbox.dead_letters(limit, destination)
+
+    def replay_dead(self, ids: list[int] | None = None, destination: str | None = None
+                    ) -> int:
+        """Queue dead letters (all, or ``ids``, or one destination's) to be sent again;
+        returns how many.  They are re-rendered with the current configuration."""
+        sender = self._ensure_started()
+        if ids is None:
+            ids = [d.id for d in self._outbox.dead_letters(1 << 30, destination)
+                   if d.id is not None]
+        moved = self._outbox.requeue_dead(ids)
+        sender.poke()
+        return moved
+
+    def __repr__(self) -> str:
+        return (f"Tracker(destinations={list(self._config.enabled())}, "
+                f"outbox={self._outbox.url!r})")
+
+
+def _after_fork_in_child() -> None:
+    for tracker in list(_LIVE):
+        try:
+            tracker._after_fork()
+        except Exception:  # pragma: no cover
+            logger.exception("resetting a tracker after fork failed")
+
+
+def _at_exit() -> None:
+    for tracker in list(_LIVE):
+        try:
+            tracker._at_exit()
+        except Exception:  # pragma: no cover
+            logger.exception("flushing at exit failed")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_at_exit)
+
+__all__ = ["Tracker"]
