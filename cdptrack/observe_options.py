@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import warnings
 
-from .observe.options import ObserveOptions, RouteRule, split_options
+from .observe import options as _options
+from .observe.options import *  # noqa: F403 - every public name, as before the move
 
 warnings.warn(
     "cdptrack.observe_options is deprecated; import ObserveOptions from cdptrack.observe",
@@ -13,4 +14,4 @@ warnings.warn(
     stacklevel=2,
 )
 
-__all__ = ["ObserveOptions", "RouteRule", "split_options"]
+__all__ = list(_options.__all__)

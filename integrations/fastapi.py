@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import Depends
 
-from cdptrack.observe.declare import track
+from cdptrack import track
 
 from .starlette import CDPTrackMiddleware, setup
 

@@ -36,6 +36,7 @@ from cdptrack.observe.options import ObserveOptions, split_options
 from cdptrack.observe.session import snapshot_later
 from cdptrack.observe.state import STATE_KEY, RequestState
 from cdptrack.observe.visitor import identity_from_user
+from cdptrack.wiring import make_observer
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 EXTENSION_KEY = "cdptrack"
@@ -75,14 +76,12 @@ class CDPTrack:
         settings.update({k: v for k, v in app.config.items() if k.startswith("CDPTRACK_")})
         user_loader: Callable[[Any], Any] | None = observe_kw.pop("user_loader", None)
         options = ObserveOptions.from_mapping(settings, **observe_kw)
-        owns = self._tracker is None
-        tracker = self._tracker
-        if tracker is None:
-            from cdptrack.tracker import Tracker
-
-            config = self._config or Config.from_mapping(settings, **config_kw)
-            tracker = Tracker(config)
-        observer = Observer(tracker, options)
+        config = self._config
+        if self._tracker is None and config is None:
+            config, config_kw = Config.from_mapping(settings, **config_kw), {}
+        observer, owns = make_observer(self._tracker, config=config, options=options,
+                                       **config_kw)
+        tracker = observer.tracker
         app.wsgi_app = CDPTrackWSGIMiddleware(  # type: ignore[method-assign]
             app.wsgi_app, observer=observer)
         app.extensions[EXTENSION_KEY] = FlaskTracking(tracker, observer, user_loader, owns)

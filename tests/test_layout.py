@@ -124,6 +124,8 @@ def test_core_never_imports_a_framework() -> None:
 @pytest.mark.parametrize(("old", "name", "new"), [
     ("cdptrack.client", "Tracker", "cdptrack.tracker"),
     ("cdptrack.observe_options", "ObserveOptions", "cdptrack.observe.options"),
+    ("cdptrack.observe_options", "PAGE_KINDS", "cdptrack.observe.options"),
+    ("cdptrack.declare", "track", "cdptrack.observe.declare"),
 ])
 def test_old_import_paths_still_work_with_a_warning(old: str, name: str, new: str) -> None:
     sys.modules.pop(old, None)

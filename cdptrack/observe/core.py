@@ -263,4 +263,4 @@ class Observer:
         return dict(self.counters)
 
 
-__all__ = ["TRACKED_METHODS", "EventSink", "Observer"]
+__all__ = ["TRACKED_METHODS", "Observer"]

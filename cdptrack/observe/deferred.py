@@ -8,7 +8,7 @@ events.
 
 A record must not change after it was handed over, and must not need the request:
 :func:`detach` drops the references to the live request, environ or scope, reduces the
-template context to the entries inference reads, resolves the signed-in user to plain
+template context to the entries page inference reads, resolves the signed-in user to plain
 identity fields and keeps only the view argument that holds the page key.
 :func:`detachable` says no (and the events are then built at once, as before) when the
 view gave objects that may not be readable later or from another thread, such as ORM
@@ -34,7 +34,6 @@ CONTEXT_KEYS = ("product", "products", "category", "results", "order")
 
 _PLAIN_TYPES: dict[type, bool] = dict.fromkeys(
     (str, int, float, bool, type(None), bytes), True)
-_CONTAINERS = (dict, list, tuple)
 _DEPTH = 3
 
 
@@ -69,7 +68,7 @@ def detachable(state: RequestState) -> bool:
     ctx = state.template_context
     if ctx is not None:
         if not isinstance(ctx, Mapping):
-            return True  # inference ignores it
+            return True  # the page decision ignores it
         for key in CONTEXT_KEYS:
             if key in ctx and not _plain(ctx[key]):
                 return False

@@ -1,4 +1,4 @@
-"""Settings of the observe layer (middleware, visitor cookie, session, page inference).
+"""Settings of the observe layer (middleware, visitor cookie, session, the page decision).
 
 :class:`cdptrack.Config` says where events go; :class:`ObserveOptions` says how a shop's
 requests become events.  They are kept apart so the renderers never see request-side
@@ -19,7 +19,7 @@ from ..config import Config, ConfigError, Secret
 
 TWO_YEARS = 2 * 365 * 24 * 3600
 
-# Page kinds the inference knows; a declaration or a route rule names one of these.
+# Page kinds the page decision knows; a declaration or a route rule names one of these.
 PAGE_KINDS = frozenset(
     {"home", "product", "category", "search", "cart", "checkout", "order", "wishlist",
      "sign_in", "register", "other"}

@@ -3,7 +3,7 @@
 Products reach cdptrack as whatever the shop has (a dict in the session, a dataclass the
 view returned, an ORM row in the template context); :func:`product_line` reads them all
 into one shape, ``{"product_id": str, "quantity": number, ...}`` with Segment v2 keys,
-which page inference, the session cart and orders share.
+which the page decision, the session cart and orders share.
 """
 
 from __future__ import annotations

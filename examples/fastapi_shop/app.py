@@ -40,9 +40,9 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from pydantic import BaseModel
 from starlette.middleware.sessions import SessionMiddleware
 
+from cdptrack import track
 from cdptrack.config import Config
 from cdptrack.integrations.fastapi import setup
-from cdptrack.observe.declare import track
 
 from .. import catalogue
 
