@@ -37,7 +37,7 @@ from typing import Any
 
 from .config import Config
 from .delivery.callbacks import Callbacks
-from .delivery.counters import Counters
+from .delivery.counters import Counters, format_table
 from .delivery.deferred import Buildable, as_deferred, run_build
 from .delivery.outbox import DeadLetter, Outbox, open_outbox
 from .delivery.retry import RetryPolicy
@@ -45,6 +45,8 @@ from .delivery.sender import Sender
 from .events import Event
 
 logger = logging.getLogger("cdptrack")
+# The counters table at shutdown; its own name so a CLI that prints the table can mute it.
+summary_logger = logging.getLogger("cdptrack.summary")
 
 _LIVE: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
@@ -249,8 +251,8 @@ class Tracker:
             assert sender is not None
             left = max(0.5, timeout - (time.monotonic() - started))
             ok = sender.stop(left) and ok
-            logger.info("shut down (%s): %s", "drained" if ok else "not drained",
-                        self.stats())
+            summary_logger.info("shut down (%s):\n%s", "drained" if ok else "not drained",
+                                format_table(self.stats()))
         self._shutdown_result = ok
         return ok
 

@@ -17,7 +17,7 @@ import sys
 from ..client import Tracker
 from ..config import DESTINATIONS, Config, ConfigError
 from ..delivery.progress import Progress
-from .send import add_delivery_options, report, wait_delivered
+from .send import add_delivery_options, mute_summary_log, report, wait_delivered
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print("cdptrack replay: needs a durable outbox holding dead letters: pass "
               "--outbox sqlite:///path/to/outbox.db or set CDPTRACK_OUTBOX", file=err)
         return 2
+    mute_summary_log(args)
     letters = tracker.dead_letters(args.limit, args.destination)
     if args.list:
         for letter in letters:

@@ -1,9 +1,13 @@
 """Per-destination counters: what was enqueued, sent, retried, dropped (and why), dead.
 
 Nothing is dropped silently: every event a destination did not get is counted here
-under ``dropped`` and ``dropped:<reason>`` — except events the destination's API has no
-form for at all (``no_mapping``: a Product Impressions for Customer.io), which are counted
-as ``skipped`` / ``skipped:no_mapping``: by design, not a loss an operator should chase.
+under ``dropped`` and ``dropped:<reason>`` — except events a destination does not take by
+design, which are counted as ``skipped`` / ``skipped:<reason>``: not a loss an operator
+should chase.  Those reasons are ``no_mapping`` (the API has no form for the event: a
+Product Impressions for Customer.io), ``no_contact_key`` (Yespo v1/event for a visitor
+without e-mail, phone or external id), ``no_identity`` (Orangepill without
+``orangepill_identity``, Customer.io without user id or ``sc``) and ``no_changed_lines``
+(a Cart Updated that names no added or removed line, which Customer.io has no event for).
 
 Updates come from the sender thread and, for drops at capture, from the caller's
 thread, so a lock guards them.
@@ -15,11 +19,15 @@ import threading
 from collections import Counter
 
 BASE_KEYS = ("enqueued", "sent", "retried", "dropped", "skipped", "dead")
-# Reasons that mean "this API has no such event", not "this event was lost".
-SKIP_REASONS = frozenset({"no_mapping"})
+# Reasons that mean "this API does not take this event", not "this event was lost".
+SKIP_REASONS = frozenset({"no_mapping", "no_contact_key", "no_identity", "no_changed_lines"})
+# The columns of the summary table, in order; ``dry_run`` only when it is not zero.
+TABLE_KEYS = ("enqueued", "sent", "dry_run", "retried", "skipped", "dropped", "dead")
 
 
 class Counters:
+    """Thread-safe per-destination counters (see the module docstring for the keys)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_destination: dict[str, Counter[str]] = {}
@@ -59,3 +67,24 @@ class Counters:
         """Forget everything (the child after ``fork()`` starts from zero)."""
         self._lock = threading.Lock()
         self._by_destination = {}
+
+
+def format_table(stats: dict[str, dict[str, int]]) -> str:
+    """``stats`` as a fixed-width table: one row per destination, one column per counter,
+    and the non-zero ``skipped:`` / ``dropped:`` reasons spelt out at the end of the row."""
+    keys = [key for key in TABLE_KEYS
+            if key != "dry_run" or any(row.get(key) for row in stats.values())]
+    rows = [["destination", *keys, "reasons"]]
+    for destination, row in sorted(stats.items()):
+        reasons = ", ".join(f"{key} {n}" for key, n in sorted(row.items())
+                            if n and key.startswith(("skipped:", "dropped:")))
+        rows.append([destination, *(str(row.get(key, 0)) for key in keys), reasons])
+    if len(rows) == 1:
+        rows.append(["(no destination)", *("0" for _ in keys), ""])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:-1], widths[1:], strict=True)]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
