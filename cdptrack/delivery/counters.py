@@ -75,10 +75,10 @@ def format_table(stats: dict[str, dict[str, int]]) -> str:
     keys = [key for key in TABLE_KEYS
             if key != "dry_run" or any(row.get(key) for row in stats.values())]
     rows = [["destination", *keys, "reasons"]]
-    for destination, row in sorted(stats.items()):
-        reasons = ", ".join(f"{key} {n}" for key, n in sorted(row.items())
+    for destination, counts in sorted(stats.items()):
+        reasons = ", ".join(f"{key} {n}" for key, n in sorted(counts.items())
                             if n and key.startswith(("skipped:", "dropped:")))
-        rows.append([destination, *(str(row.get(key, 0)) for key in keys), reasons])
+        rows.append([destination, *(str(counts.get(key, 0)) for key in keys), reasons])
     if len(rows) == 1:
         rows.append(["(no destination)", *("0" for _ in keys), ""])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
