@@ -165,6 +165,25 @@ def test_replay_needs_a_durable_outbox(apis: FourApis) -> None:
     assert "durable outbox" in result.stderr
 
 
+def test_replay_of_a_missing_sqlite_file_is_an_error_and_creates_nothing(
+        apis: FourApis, tmp_path: Path) -> None:
+    typo = tmp_path / "nowhere" / "typo.db"
+    result = _cdptrack(["replay", "--outbox", f"sqlite:///{typo}"], _env(apis))
+    assert result.returncode == 2
+    assert f"no outbox file at {typo}" in result.stderr
+    assert not typo.parent.exists()
+
+
+def test_replay_help_offers_only_durable_outboxes() -> None:
+    result = _cdptrack(["replay", "--help"], {**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "memory" not in text
+    assert "sqlite:///path" in text and "redis://" in text
+    assert "once the input is read" not in text
+    assert "wait for the replayed requests to be delivered" in text
+
+
 
 def test_send_of_1000_events_prints_a_summary_not_a_line_per_request(apis: FourApis) -> None:
     result = _cdptrack(["send", "--timeout", "50"], _env(apis), _lines(range(1000)))

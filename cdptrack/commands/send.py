@@ -40,12 +40,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="build and log the requests, send nothing")
 
 
-def add_delivery_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--outbox", help="memory (default) or sqlite:///path "
-                                         "(default: CDPTRACK_OUTBOX)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for delivery once the input is read "
-                             "(default 60); also bounds each request's retries")
+def add_delivery_options(
+    parser: argparse.ArgumentParser,
+    outbox_help: str = "memory, sqlite:///path or redis://host:port/db "
+                       "(default: CDPTRACK_OUTBOX, else memory)",
+    timeout_help: str = "seconds to wait for delivery once the input is read "
+                        "(default 60); also bounds each request's retries",
+) -> None:
+    """``--outbox``, ``--timeout`` and ``--quiet``, shared by send and replay."""
+    parser.add_argument("--outbox", help=outbox_help)
+    parser.add_argument("--timeout", type=float, default=60.0, help=timeout_help)
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
 
 
