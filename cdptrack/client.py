@@ -297,6 +297,11 @@ class Tracker:
             self._counters.ensure(name)
         return self._counters.snapshot()
 
+    @property
+    def counters(self) -> Counters:
+        """The live counters and latency histograms (what :mod:`cdptrack.metrics` reads)."""
+        return self._counters
+
     def pending(self) -> int:
         """Accepted events not yet settled (for progress bars and back-pressure)."""
         return self._outbox.open_count()

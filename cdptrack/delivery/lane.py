@@ -250,6 +250,8 @@ class Lane:
                 status = response.status_code
                 verdict = classify(status)
                 if verdict == "ok":
+                    self._counters.observe_latency(self.destination,
+                                                   time.monotonic() - started)
                     return Outcome(True, status, "", attempt, "sent")
                 answer = truncate(response.text, self._secrets)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
