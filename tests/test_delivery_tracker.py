@@ -230,3 +230,21 @@ def test_async_lifecycle_from_an_event_loop(apis: FourApis) -> None:
 
     assert asyncio.run(app()) == (True, True)
     assert all_arrived(apis, 10)
+
+
+def test_shutdown_logs_the_counters_as_a_table(apis: FourApis,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    tracker = Tracker(apis.config(), **FAST)
+    tracker.capture(track("Product Viewed", {"product_id": "1"}, visitor={"sc": "ABC"}))
+    assert tracker.flush(20)
+    with caplog.at_level(logging.INFO, logger="cdptrack.summary"):
+        tracker.shutdown(5)
+    [record] = [r for r in caplog.records if r.name == "cdptrack.summary"]
+    lines = record.getMessage().splitlines()
+    assert lines[0] == "shut down (drained):"
+    assert lines[1].split() == ["destination", "enqueued", "sent", "retried", "skipped",
+                                "dropped", "dead", "reasons"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows["customerio"][:6] == ["1", "1", "0", "0", "0", "0"]
+    assert rows["yespo_events"][3:] == ["1", "0", "0", "skipped:no_contact_key", "1"]
+    assert "{" not in record.getMessage()
