@@ -27,6 +27,24 @@ EXTRAS = {"jsonschema": "sink", "flask": "flask", "fastapi": "fastapi", "uvicorn
           "starlette": "starlette", "redis": "redis", "django": "django"}
 
 
+VERBOSE_HELP = "log every HTTP request and debug details (default: warnings and summaries)"
+
+# Loggers that write a line per HTTP request; heard only with -v.
+CHATTY_LOGGERS = ("httpx", "httpcore")
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log to stderr: cdptrack's own INFO lines by default, and with ``verbose`` DEBUG
+    lines plus one line per HTTP request from httpx (thousands for a big ``send``)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
 def _module(name: str) -> ModuleType:
     return importlib.import_module(f"cdptrack.commands.{name}")
 
@@ -48,21 +66,20 @@ def _main(argv: Sequence[str] | None) -> int:
     # Only the chosen subcommand's module is imported.
     chosen = next((a for a in argv if a in COMMANDS), None)
     parser = argparse.ArgumentParser(prog="cdptrack")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, summary in COMMANDS.items():
         cmd = sub.add_parser(name, help=summary, description=summary)
+        # Also after the command (`cdptrack send -v`); SUPPRESS keeps a `-v` given before it.
+        cmd.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help=VERBOSE_HELP)
         if name == chosen:
             _module(name).configure(cmd)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     try:
         return int(_module(args.command).run(args))
     except KeyboardInterrupt:

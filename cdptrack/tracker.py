@@ -37,7 +37,7 @@ from typing import Any
 
 from .config import Config
 from .delivery.callbacks import Callbacks
-from .delivery.counters import Counters
+from .delivery.counters import Counters, format_table
 from .delivery.deferred import Buildable, as_deferred, run_build
 from .delivery.outbox import DeadLetter, Outbox
 from .delivery.outbox_url import open_outbox
@@ -46,6 +46,8 @@ from .delivery.sender import Sender
 from .events import Event
 
 logger = logging.getLogger("cdptrack")
+# The counters table at shutdown; its own name so a CLI that prints the table can mute it.
+summary_logger = logging.getLogger("cdptrack.summary")
 
 _LIVE: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
@@ -250,8 +252,8 @@ class Tracker:
             assert sender is not None
             left = max(0.5, timeout - (time.monotonic() - started))
             ok = sender.stop(left) and ok
-            logger.info("shut down (%s): %s", "drained" if ok else "not drained",
-                        self.stats())
+            summary_logger.info("shut down (%s):\n%s", "drained" if ok else "not drained",
+                                format_table(self.stats()))
         self._shutdown_result = ok
         return ok
 
@@ -295,6 +297,11 @@ class Tracker:
         for name in self._config.enabled():
             self._counters.ensure(name)
         return self._counters.snapshot()
+
+    @property
+    def counters(self) -> Counters:
+        """The live counters and latency histograms (what :mod:`cdptrack.metrics` reads)."""
+        return self._counters
 
     def pending(self) -> int:
         """Accepted events not yet settled (for progress bars and back-pressure)."""

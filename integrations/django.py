@@ -9,7 +9,12 @@ Add it after ``SessionMiddleware`` and ``AuthenticationMiddleware``::
         ...,
         "cdptrack.integrations.django.CDPTrackMiddleware",
     ]
-    CDPTRACK = {"yespo_site_id": "...", "cookie_domain": ".shop.example"}
+    CDPTRACK = {"yespo_site_id": "..."}
+
+and, so that ``manage.py check`` reports a misspelt ``CDPTRACK`` key (with "did you
+mean"), its app config::
+
+    INSTALLED_APPS = [..., "cdptrack.integrations.django.CDPTrackConfig"]
 
 Settings: the ``CDPTRACK`` dict (keys are :class:`cdptrack.Config` and
 :class:`~cdptrack.observe.options.ObserveOptions` names, plus ``tracker`` (a ready
@@ -40,6 +45,7 @@ leaves the cookie and the events to the outer one.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -48,7 +54,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.apps import AppConfig
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import FileResponse, HttpRequest, HttpResponseBase
@@ -59,7 +67,12 @@ from cdptrack.config import Config
 from cdptrack.observe.core import Observer
 from cdptrack.observe.declare import ignored
 from cdptrack.observe.fields import raw_get
-from cdptrack.observe.options import ObserveOptions, split_options
+from cdptrack.observe.options import (
+    CONFIG_NAMES,
+    OPTION_NAMES,
+    ObserveOptions,
+    split_options,
+)
 from cdptrack.observe.session import snapshot
 from cdptrack.observe.state import STATE_KEY, RequestState, SessionSnapshot, current_state
 from cdptrack.observe.visitor import identity_from_user
@@ -157,6 +170,60 @@ def tracking_from_settings() -> DjangoTracking:
         config_kw = {}
     observer, owns = make_observer(tracker, config=config, options=options, **config_kw)
     return DjangoTracking(observer, owns)
+
+
+# --- the system check -----------------------------------------------------------------
+
+# Keys of settings.CDPTRACK besides the Config and ObserveOptions names.
+_EXTRA_KEYS = frozenset({"tracker", "config"})
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``manage.py check``: every ``CDPTRACK`` key is a cdptrack option (a misspelt one is
+    an error that suggests the closest name) and the values make a working configuration.
+    Registered when this module is imported: by the middleware, or at start-up through
+    :class:`CDPTrackConfig` in ``INSTALLED_APPS``."""
+    raw = getattr(settings, SETTING, None) or {}
+    if not isinstance(raw, Mapping):
+        return [checks.Error(f"settings.{SETTING} must be a dict of cdptrack options",
+                             id="cdptrack.E001")]
+    known = sorted(OPTION_NAMES | CONFIG_NAMES | _EXTRA_KEYS)
+    errors: list[checks.CheckMessage] = []
+    for name in raw:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+        errors.append(checks.Error(
+            f"settings.{SETTING}[{name!r}] is not a cdptrack option",
+            hint=(f"did you mean {close[0]!r}?" if close
+                  else "see the options in cdptrack's README"),
+            id="cdptrack.E002"))
+    if errors:
+        return errors
+    values = dict(raw)
+    given = values.pop("tracker", None) is not None or values.pop("config", None) is not None
+    env = {k: v for k, v in os.environ.items() if k.startswith("CDPTRACK_")}
+    try:  # what the first request would raise, said now; nothing is started
+        config_kw, observe_kw = split_options(values)
+        ObserveOptions.from_mapping(env, **observe_kw)
+        if not given:
+            Config.from_mapping(env, **config_kw)
+    except Exception as error:
+        errors.append(checks.Error(f"settings.{SETTING} cannot work: {error}",
+                                   id="cdptrack.E003"))
+    return errors
+
+
+checks.register(check_settings, "cdptrack")
+
+
+class CDPTrackConfig(AppConfig):
+    """Put ``"cdptrack.integrations.django.CDPTrackConfig"`` in ``INSTALLED_APPS`` so that
+    ``manage.py check`` (and ``runserver``) check the ``CDPTRACK`` setting."""
+
+    name = "cdptrack.integrations"
+    label = "cdptrack"
+    verbose_name = "cdptrack"
 
 
 # --- the middleware -------------------------------------------------------------------
@@ -465,8 +532,10 @@ def _warn_about_order() -> None:
 
 
 __all__ = [
+    "CDPTrackConfig",
     "CDPTrackMiddleware",
     "DjangoTracking",
+    "check_settings",
     "get_tracker",
     "read_resolver_match",
     "reset",

@@ -1,94 +1,47 @@
-"""The example payloads of the four vendor specs, read from ``../shared/specs``.
+"""The example payloads of the four vendor specs, kept as test data in ``tests/data/specs``.
 
-Golden tests compare cdptrack's output with these, field for field.  The files are
-vendor documentation copied verbatim, so two known blemishes are cleaned here: stray
-mis-encoded non-breaking spaces ("¬†") in spec 003's examples, and the productViewed
-example of spec 001, whose ``product`` value ends in a stray ``]}``, and spec 000's
-custom person event example, which closes one brace too many.
+Golden tests compare cdptrack's output with these, field for field.  The JSON files hold
+only the examples (data), extracted from the vendors' documents by ``spec_extract.py``;
+``test_spec_data.py`` checks that they still match the documents when those are at hand.
+The Customer.io OpenAPI document ships with the package (the sink validates against it).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
+from cdptrack.sink.validate import customerio_openapi as _packaged_openapi
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS_DIR = Path(os.environ.get("CDPTRACK_SPECS_DIR", ROOT.parent / "shared" / "specs"))
-
-TRACKER = "003_f23a8d765b88a799.txt"
-EVENTS_V1 = "001_f6fb1c34826849a2.txt"
-CUSTOMERIO = "002_c3fb44fd05fa22e7.txt"
-ORANGEPILL = "000_1d9b8b8a8bb56364.txt"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "specs"
 
 
-def spec_text(name: str) -> str:
-    path = SPECS_DIR / name
-    if not path.exists():
-        pytest.skip(f"vendor specs not found at {SPECS_DIR} (set CDPTRACK_SPECS_DIR)")
-    return path.read_text(encoding="utf-8")
+def _load(name: str) -> Any:
+    return json.loads((DATA_DIR / name).read_text(encoding="utf-8"))
 
 
 @cache
 def tracker_examples() -> dict[str, dict[str, Any]]:
     """Spec 003's full examples keyed by ``GeneralInfo.eventName``."""
-    text = spec_text(TRACKER).replace("¬†", " ")
-    out = {}
-    for block in re.findall(r"```(?:json)?\n(.*?)```", text, re.S):
-        data = json.loads(block)
-        if "GeneralInfo" in data:
-            out[data["GeneralInfo"]["eventName"]] = data
-    return out
+    return dict(_load("yespo_tracker_examples.json"))
 
 
 @cache
 def events_v1_examples() -> list[dict[str, Any]]:
-    """Spec 001's request bodies, in document order (the JSON is not fenced there)."""
-    text = spec_text(EVENTS_V1).replace(
-        '\\"someProductProperty\\":[\\"green\\"]}]}"', '\\"someProductProperty\\":[\\"green\\"]}"'
-    )
-    bodies = []
-    depth = 0
-    start = 0
-    for index, char in enumerate(text):
-        if char == "{":
-            if depth == 0:
-                start = index
-            depth += 1
-        elif char == "}" and depth:
-            depth -= 1
-            if depth == 0:
-                candidate = text[start : index + 1]
-                if '"eventTypeKey"' in candidate:
-                    bodies.append(json.loads(candidate))
-    return bodies
+    """Spec 001's request bodies, in document order."""
+    return list(_load("yespo_events_examples.json"))
 
 
 @cache
 def customerio_openapi() -> dict[str, Any]:
-    return dict(json.loads(spec_text(CUSTOMERIO)))
+    """Spec 002, the Customer.io OpenAPI document, as the package ships it."""
+    return dict(_packaged_openapi())
 
 
 @cache
 def orangepill_examples() -> dict[str, tuple[str, str, dict[str, Any] | None]]:
     """Spec 000's cURL examples: title → (method, url, body)."""
-    text = spec_text(ORANGEPILL)
-    out = {}
-    sections = re.split(r"^## ", text, flags=re.M)
-    for section in sections[1:]:
-        title = section.splitlines()[0].strip()
-        match = re.search(
-            r"curl --location --request (\w+) '([^']+)'.*?(?:--data-raw '(.*?)')?\n```",
-            section, re.S,
-        )
-        if match:
-            # raw_decode: the custom-event example closes one brace too many.
-            raw = match.group(3)
-            body = json.JSONDecoder().raw_decode(raw.strip())[0] if raw else None
-            out[title] = (match.group(1), match.group(2), body)
-    return out
+    return {title: (method, url, body)
+            for title, (method, url, body) in _load("orangepill_examples.json").items()}

@@ -47,6 +47,20 @@ def _cdptrack(args: list[str], env: dict[str, str], stdin: str = ""
                           capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
 
 
+def summary_table(stderr: str) -> dict[str, dict[str, int]]:
+    """The counters table a command printed: destination -> column -> number."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("destination "))
+    header = lines[start].split()[1:-1]  # the last column holds the reasons
+    table = {}
+    for line in lines[start + 1:]:
+        cells = line.split()
+        if not cells or not cells[1].isdigit():
+            break
+        table[cells[0]] = dict(zip(header, map(int, cells[1:1 + len(header)]), strict=True))
+    return table
+
+
 def _lines(numbers: range) -> str:
     return "".join(json.dumps(product_viewed(i).to_dict()) + "\n" for i in numbers)
 
@@ -56,7 +70,7 @@ def test_send_delivers_every_event_and_exits_0(apis: FourApis) -> None:
     assert result.returncode == 0, result.stderr
     for name, server in apis.by_destination().items():
         assert set(markers_received(server)) == {marker(i) for i in range(25)}, name
-    assert "customerio: sent 25" in result.stderr
+    assert summary_table(result.stderr)["customerio"]["sent"] == 25
     assert "\r" not in result.stderr  # no progress bar when stderr is not a terminal
     for secret in API_KEYS.values():
         assert secret not in result.stderr + result.stdout
@@ -78,7 +92,7 @@ def test_send_dry_run_sends_nothing(apis: FourApis) -> None:
     result = _cdptrack(["send", "--dry-run"], _env(apis), _lines(range(3)))
     assert result.returncode == 0, result.stderr
     assert all(not server.received() for server in apis)
-    assert "dry_run 3" in result.stderr
+    assert summary_table(result.stderr)["customerio"]["dry_run"] == 3
 
 
 def test_send_exits_1_when_something_is_dead_lettered(apis: FourApis) -> None:
@@ -93,7 +107,7 @@ def test_renderer_skips_do_not_fail_send(apis: FourApis) -> None:
                  "properties": {"product_id": "sku-00001"}}
     result = _cdptrack(["send"], _env(apis), json.dumps(anonymous) + "\n")
     assert result.returncode == 0, result.stderr
-    assert "dropped:no_contact_key 1" in result.stderr
+    assert "skipped:no_contact_key 1" in result.stderr
 
 
 def test_progress_bar_on_a_terminal(apis: FourApis) -> None:
@@ -150,3 +164,53 @@ def test_replay_needs_a_durable_outbox(apis: FourApis) -> None:
     assert result.returncode == 2
     assert "durable outbox" in result.stderr
 
+
+def test_replay_of_a_missing_sqlite_file_is_an_error_and_creates_nothing(
+        apis: FourApis, tmp_path: Path) -> None:
+    typo = tmp_path / "nowhere" / "typo.db"
+    result = _cdptrack(["replay", "--outbox", f"sqlite:///{typo}"], _env(apis))
+    assert result.returncode == 2
+    assert f"no outbox file at {typo}" in result.stderr
+    assert not typo.parent.exists()
+
+
+def test_replay_help_offers_only_durable_outboxes() -> None:
+    result = _cdptrack(["replay", "--help"], {**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "memory" not in text
+    assert "sqlite:///path" in text and "redis://" in text
+    assert "once the input is read" not in text
+    assert "wait for the replayed requests to be delivered" in text
+
+
+
+def test_send_of_1000_events_prints_a_summary_not_a_line_per_request(apis: FourApis) -> None:
+    result = _cdptrack(["send", "--timeout", "50"], _env(apis), _lines(range(1000)))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    # "summary", the header and one row per destination: nothing per request.
+    assert len(lines) == 2 + 4, result.stderr
+    assert "HTTP Request" not in result.stderr
+    assert summary_table(result.stderr)["yespo_tracker"]["sent"] == 1000
+    assert result.stdout == ""
+
+
+def test_send_verbose_logs_every_request(apis: FourApis) -> None:
+    result = _cdptrack(["send", "-v"], _env(apis), _lines(range(20)))
+    assert result.returncode == 0, result.stderr
+    request_lines = [line for line in result.stderr.splitlines() if "HTTP Request" in line]
+    # 20 single requests to each of three APIs, Customer.io batched.
+    assert len(request_lines) >= 60
+    for secret in API_KEYS.values():
+        assert secret not in result.stderr
+
+
+def test_dead_letter_log_line_carries_the_api_reason(apis: FourApis) -> None:
+    apis.events.default = Reply(400, '{"error": "keyValue is not a contact"}')
+    result = _cdptrack(["send"], _env(apis), _lines(range(1)))
+    assert result.returncode == 1
+    [logged] = [line for line in result.stderr.splitlines()
+                if "WARNING" in line and "dead-lettered" in line]
+    assert "400" in logged and "keyValue is not a contact" in logged
+    assert summary_table(result.stderr)["yespo_events"]["dead"] == 1

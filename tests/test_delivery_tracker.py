@@ -74,15 +74,18 @@ def test_capture_never_raises_and_bad_events_are_counted(apis: FourApis) -> None
     tracker.shutdown()
 
 
-def test_renderer_refusals_are_counted_per_destination_and_reason(apis: FourApis) -> None:
+def test_events_skipped_by_design_are_counted_apart_from_drops(apis: FourApis) -> None:
     dropped: list[tuple[str, str]] = []
     tracker = Tracker(apis.config(), on_drop=lambda e, d, r: dropped.append((d, r)), **FAST)
     # No contact key (Yespo v1/event) and no Orangepill identity.
     tracker.capture(track("Product Viewed", {"product_id": "1"}, visitor={"sc": "ABC"}))
     assert tracker.flush(20)
     stats = tracker.stats()
-    assert stats["yespo_events"]["dropped:no_contact_key"] == 1
-    assert stats["yespo_events"]["dropped"] == 1
+    assert stats["yespo_events"]["skipped:no_contact_key"] == 1
+    assert stats["yespo_events"]["skipped"] == 1
+    assert stats["yespo_events"]["dropped"] == 0
+    assert stats["orangepill"]["skipped:no_identity"] == 1
+    assert stats["orangepill"]["dropped"] == 0
     assert ("yespo_events", "no_contact_key") in dropped
     assert stats["customerio"]["sent"] == 1
     tracker.shutdown()
@@ -227,3 +230,21 @@ def test_async_lifecycle_from_an_event_loop(apis: FourApis) -> None:
 
     assert asyncio.run(app()) == (True, True)
     assert all_arrived(apis, 10)
+
+
+def test_shutdown_logs_the_counters_as_a_table(apis: FourApis,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    tracker = Tracker(apis.config(), **FAST)
+    tracker.capture(track("Product Viewed", {"product_id": "1"}, visitor={"sc": "ABC"}))
+    assert tracker.flush(20)
+    with caplog.at_level(logging.INFO, logger="cdptrack.summary"):
+        tracker.shutdown(5)
+    [record] = [r for r in caplog.records if r.name == "cdptrack.summary"]
+    lines = record.getMessage().splitlines()
+    assert lines[0] == "shut down (drained):"
+    assert lines[1].split() == ["destination", "enqueued", "sent", "retried", "skipped",
+                                "dropped", "dead", "reasons"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:]}
+    assert rows["customerio"][:6] == ["1", "1", "0", "0", "0", "0"]
+    assert rows["yespo_events"][3:] == ["1", "0", "0", "skipped:no_contact_key", "1"]
+    assert "{" not in record.getMessage()

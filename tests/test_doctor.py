@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -14,7 +15,12 @@ from pathlib import Path
 
 import pytest
 from support import redis_server
-from support.delivery import product_viewed
+from support.api_server import Reply
+from support.delivery import (
+    FourApis,
+    apis_fixture,  # noqa: F401 - the "apis" fixture
+    product_viewed,
+)
 from support.redis_server import RedisServer
 
 from cdptrack.commands.doctor import diagnose
@@ -98,7 +104,7 @@ def test_live_check_against_a_sink_and_a_closed_port() -> None:
     with Sink() as sink:
         done = doctor({**keys, **sink.env()}, "--live", "--timeout", "3")
         assert done.returncode == 0, done.stdout
-        assert done.stdout.count("ok: answers (HTTP") == 4
+        assert done.stdout.count("ok: HTTP") == 4, done.stdout
         assert sink.requests() == []  # the probe sent no event
     dead = f"http://127.0.0.1:{closed_port()}/v1"
     done = doctor({**keys, **sink.env(), "CDPTRACK_ORANGEPILL_URL": dead}, "--live",
@@ -106,6 +112,40 @@ def test_live_check_against_a_sink_and_a_closed_port() -> None:
     assert done.returncode == 1
     assert "FAIL: unreachable" in done.stdout
     assert KEY not in done.stdout + done.stderr
+
+
+def test_live_check_tells_a_wrong_key_from_a_wrong_url_from_no_answer(apis: FourApis) -> None:
+    apis.tracker.default = Reply(200)
+    apis.events.default = Reply(401, '{"error": "Unauthorized"}')
+    apis.customerio.default = Reply(404, '{"error": "not found"}')
+    apis.orangepill.default = Reply(200, "{}", delay=3.0)  # answers after the timeout
+    env = {"CDPTRACK_YESPO_SITE_ID": "DEMO", "CDPTRACK_YESPO_API_KEY": KEY,
+           "CDPTRACK_CUSTOMERIO_API_KEY": KEY, "CDPTRACK_ORANGEPILL_API_KEY": KEY,
+           "CDPTRACK_YESPO_TRACKER_URL": apis.tracker.url + "/api/v2",
+           "CDPTRACK_YESPO_API_URL": apis.events.url + "/api/v1",
+           "CDPTRACK_CUSTOMERIO_URL": apis.customerio.url + "/wrong/v1",
+           "CDPTRACK_ORANGEPILL_URL": apis.orangepill.url + "/v1"}
+    done = doctor(env, "--live", "--timeout", "0.5", "--json")
+    assert done.returncode == 1
+    verdicts = {d["name"]: d["verdict"] for d in json.loads(done.stdout)["destinations"]}
+    assert verdicts == {"yespo_tracker": "ok", "yespo_events": "wrong_key",
+                        "customerio": "wrong_url", "orangepill": "timeout"}
+    text = doctor(env, "--live", "--timeout", "0.5").stdout
+    assert "HTTP 401" in text and "check the API key" in text
+    assert "HTTP 404" in text and "check the base URL" in text
+    apis.orangepill.stop()
+    refused = doctor(env, "--live", "--timeout", "0.5", "--json")
+    verdicts = {d["name"]: d["verdict"] for d in json.loads(refused.stdout)["destinations"]}
+    assert verdicts["orangepill"] == "refused"
+    assert KEY not in done.stdout + done.stderr + text + refused.stdout + refused.stderr
+    # The probes carried the keys but no event: empty bodies and a person listing.
+    assert {(r.method, r.body) for r in apis.tracker.requests} == {("POST", b"{}")}
+    assert {r.body for r in apis.customerio.requests} == {b'{"batch": []}'}
+    assert {r.headers["Authorization"] for r in apis.events.requests} == {
+        "Basic " + base64.b64encode(f"cdptrack:{KEY}".encode()).decode()}
+    assert {(r.method, r.path) for r in apis.orangepill.requests} == {
+        ("GET", "/v1/identities/persons?limit=1")}
+    assert "HTTP Request" not in done.stderr + refused.stderr
 
 
 # -- the outbox -------------------------------------------------------------------------------
@@ -172,7 +212,7 @@ def test_live_sqlite_outbox_that_cannot_be_used_fails(tmp_path: Path) -> None:
             done = doctor({**keys, "CDPTRACK_OUTBOX": url}, "--live", "--timeout", "3")
             assert done.returncode == 1, done.stdout
             assert "FAIL: " in done.stdout and why in done.stdout
-            assert done.stdout.count("ok: answers (HTTP") == 1  # the destination is fine
+            assert done.stdout.count("ok: HTTP 200") == 1  # the destination is fine
 
 
 @pytest.mark.skipif(not redis_server.available(), reason="redis-server is not installed")

@@ -118,3 +118,93 @@ def test_inspector_shows_requests_live_filters_and_opens_payloads(sink: Sink) ->
             assert KEY not in page.content()
         finally:
             browser.close()
+
+
+def post_product_page(sink: Sink, sc: str) -> None:
+    """One valid Yespo tracker request (one event, one request) for visitor ``sc``."""
+    config = Config(yespo_site_id="DEMO", **sink.config_overrides())
+    [event] = [e for e in every_kind({"sc": sc}) if e.event == "Product Viewed"][:1]
+    [request] = render_event(event, config, ["yespo_tracker"]).requests
+    httpx.post(request.url, headers=request.headers, content=request.body_bytes())
+
+
+def test_history_loads_before_the_live_stream_without_gaps_or_flashes(sink: Sink) -> None:
+    """The page shows what was recorded before it opened, says "Loading" (never "Waiting
+    for the first request") until it knows, and takes the live stream up from where the
+    history ended, so a request recorded in between is shown once."""
+    from playwright.sync_api import Route, expect, sync_playwright
+
+    post_product_page(sink, SHOPPER_B)
+    held: list[Route] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.route("**/api/requests*", lambda route: held.append(route))  # hold it
+            page.goto(sink.url + "/", wait_until="domcontentloaded")
+            expect(page.get_by_test_id("empty-title")).to_have_text("Loading recorded requests…")
+            for _ in range(500):  # the route handler runs while playwright is waited on
+                if held:
+                    break
+                page.wait_for_timeout(20)
+            assert len(held) == 1
+
+            post_product_page(sink, SHOPPER_B)  # recorded while the history is on its way
+            held[0].continue_()
+            rows = page.get_by_test_id("request-row")
+            expect(rows).to_have_count(2)
+            expect(page.get_by_test_id("empty")).to_be_hidden()
+            expect(page.get_by_test_id("live-status")).to_have_text("live")
+            assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.id)")) == ["1", "2"]
+
+            # History rows do not flash; a request arriving live does.
+            assert rows.evaluate_all("rs => rs.filter(r => r.classList.contains('fresh'))"
+                                     ".length") == 0
+            page.evaluate("""() => { window.flashed = [];
+              new MutationObserver(() => document.querySelectorAll('.row.fresh')
+                .forEach(r => window.flashed.push(r.dataset.id)))
+                .observe(document.body, {subtree: true, childList: true}); }""")
+            post_product_page(sink, SHOPPER_B)
+            expect(rows).to_have_count(3)
+            page.wait_for_function("() => window.flashed.length > 0")
+            assert set(page.evaluate("window.flashed")) == {"3"}
+        finally:
+            browser.close()
+
+
+def test_counts_are_labelled_and_singular_when_one(sink: Sink) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(sink.url + "/")
+            expect(page.get_by_test_id("live-status")).to_have_text("live")
+            expect(page.get_by_test_id("empty-title")).to_have_text(
+                "Waiting for the first request…")
+
+            post_product_page(sink, SHOPPER_B)
+            expect(page.get_by_test_id("request-row")).to_have_count(1)
+            expect(page.get_by_test_id("total")).to_contain_text("1 event · 1 visitor ·")
+            expect(page.locator(".jmeta")).to_have_text("1 event · 1 API")
+            expect(page.get_by_test_id("dest-summary-yespo_tracker")).to_have_text(
+                "event in 1 request")
+            expect(page.get_by_test_id("dest-summary-customerio")).to_have_text(
+                "events in 0 requests")
+
+            # A Customer.io batch: several events in one request.
+            config = Config(customerio_api_key=KEY, **sink.config_overrides())
+            events = [e for e in every_kind({"sc": SHOPPER_B}) if e.type == "track"][:3]
+            bodies = [render_event(e, config, ["customerio"]).requests[0] for e in events]
+            first = bodies[0]
+            assert first.batch_url is not None
+            httpx.post(first.batch_url, headers=first.headers,
+                       json={"batch": [{**r.json, "type": "track"} for r in bodies]})
+            expect(page.get_by_test_id("dest-count-customerio")).to_have_text("3")
+            expect(page.get_by_test_id("dest-summary-customerio")).to_have_text(
+                "events in 1 request")
+            expect(page.get_by_test_id("total")).to_contain_text("4 events · 1 visitor ·")
+            expect(page.locator(".jmeta")).to_have_text("4 events · 2 APIs")
+        finally:
+            browser.close()

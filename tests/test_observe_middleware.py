@@ -197,6 +197,28 @@ def test_cookie_options_and_secure_on_https() -> None:
     assert "; Max-Age=3600; Path=/; Domain=.shop.test; Secure; SameSite=Lax" in cookie
 
 
+def test_a_host_outside_the_cookie_domain_is_warned_about_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    app = CDPTrackMiddleware(make_asgi_app(), ListTracker(), cookie_domain=".shop.example")
+    with caplog.at_level(logging.WARNING, logger="cdptrack.observe"):
+        for host in (b"localhost:8000", b"localhost:8000", b"www.shop.example",
+                     b"shop.example:443", b"shop.example.evil.test"):
+            sent, _ = call_asgi(app, "/", headers=[(b"host", host)])
+            assert _set_cookie(sent) is not None  # the cookie is still set
+    warned = [r.getMessage() for r in caplog.records if "Domain=.shop.example" in
+              r.getMessage()]
+    assert len(warned) == 2, warned
+    assert "host localhost:8000" in warned[0]
+    assert "host shop.example.evil.test" in warned[1]
+
+
+def test_no_cookie_domain_no_check(caplog: pytest.LogCaptureFixture) -> None:
+    app = CDPTrackMiddleware(make_asgi_app(), ListTracker())
+    with caplog.at_level(logging.WARNING, logger="cdptrack.observe"):
+        call_asgi(app, "/", headers=[(b"host", b"localhost:8000")])
+    assert not [r for r in caplog.records if "cookie" in r.getMessage()]
+
+
 @pytest.mark.parametrize("bad", ["x" * 65, "<script>", "a b", "%00"])
 def test_malformed_or_oversized_sc_is_replaced_and_counted(bad: str) -> None:
     tracker = ListTracker()

@@ -1,9 +1,12 @@
 """``cdptrack doctor``: what is configured, what is missing, and (``--live``) whether each
 endpoint answers.
 
-The live check sends no event and no credentials: a ``HEAD`` to each enabled
-destination's base URL.  Any HTTP answer (even 404 or 405) proves the host is reachable;
-a connection error or a timeout does not.
+The live check sends no event: to each enabled destination it sends, with the
+configured credentials, a request that cannot create anything (an empty JSON object to
+the Yespo endpoints, an empty batch to Customer.io, a one-row person listing from
+Orangepill), and tells the answers apart: 2xx, or a 400/422 refusing the empty body,
+means the URL and the key are right; 401/403 means a wrong key; 404 (or 405) a wrong base
+URL; a refused connection or a timeout that the host does not answer.
 
 The outbox (``CDPTRACK_OUTBOX``) is described without ``--live`` and looked at with it,
 read-only (nothing is created, taken or sent): a SQLite file's directory must be
@@ -31,10 +34,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..config import CREDENTIAL_FIELDS, DESTINATIONS, URL_FIELDS, Config, ConfigError, env_name
+from ..config import (
+    CREDENTIAL_FIELDS,
+    DESTINATIONS,
+    URL_FIELDS,
+    Config,
+    ConfigError,
+    Secret,
+    env_name,
+)
 from ..delivery.outbox import Outbox
 from ..delivery.outbox_redis import redact_url
 from ..delivery.outbox_url import open_outbox
+from ..destinations.base import basic_auth
 
 HELP = "what is configured, what is missing, and whether endpoints answer"
 
@@ -61,6 +73,8 @@ class Destination:
     detail: str  # what is set (masked) or what to set
     reachable: bool | None = None
     answer: str = ""
+    # With --live: ok, wrong_key, wrong_url, api_error, unexpected, refused or timeout.
+    verdict: str = ""
 
 
 @dataclass
@@ -82,6 +96,7 @@ class Diagnosis:
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     outbox: OutboxState | None = None
+    config: Config | None = field(default=None, repr=False)  # for --live; never printed
 
     @property
     def ok(self) -> bool:
@@ -117,6 +132,7 @@ def diagnose(environ: Mapping[str, str]) -> Diagnosis:
     except (ConfigError, TypeError, ValueError) as err:
         result.errors.append(f"configuration cannot work: {err}")
         return result
+    result.config = config
     settings = config.describe()
     result.settings = {k: v for k, v in settings.items()
                        if k in ("dry_run", "customerio_region", "customerio_strict")}
@@ -283,26 +299,98 @@ def _inspect_redis(state: OutboxState, outbox: Outbox, destinations: tuple[str, 
                     f"{dead} dead letters")
 
 
-def probe(url: str, timeout: float) -> tuple[bool, str]:
-    """Does anything answer HTTP at ``url``?  Sends no event and no credentials."""
+@dataclass(frozen=True)
+class Probe:
+    """A request that checks an endpoint and its credentials and creates nothing."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+
+    def __repr__(self) -> str:  # headers hold credentials
+        return f"Probe({self.method} {self.url})"
+
+
+def _reveal(secret: Secret | None) -> str:
+    return secret.reveal() if secret is not None else ""
+
+
+def probe_request(name: str, config: Config) -> Probe:
+    """The request that checks ``name``'s base URL and credentials without an event."""
+    json_type = {"Content-Type": "application/json"}
+    if name == "yespo_tracker":
+        headers = dict(json_type)
+        if config.yespo_tracker_auth and config.yespo_api_key:
+            headers["Authorization"] = basic_auth("cdptrack", _reveal(config.yespo_api_key))
+        return Probe("POST", config.yespo_tracker_url, headers, b"{}")
+    if name == "yespo_events":
+        headers = {**json_type,
+                   "Authorization": basic_auth("cdptrack", _reveal(config.yespo_api_key))}
+        return Probe("POST", config.yespo_api_url.rstrip("/") + "/event", headers, b"{}")
+    if name == "customerio":
+        headers = {**json_type,
+                   "Authorization": basic_auth(_reveal(config.customerio_api_key), ""),
+                   "X-Strict-Mode": "1"}
+        return Probe("POST", config.customerio_base_url.rstrip("/") + "/batch", headers,
+                     b'{"batch": []}')
+    if name == "orangepill":
+        headers = {"x-api-key": _reveal(config.orangepill_api_key)}
+        url = config.orangepill_url.rstrip("/") + "/identities/persons?limit=1"
+        return Probe("GET", url, headers, None)
+    raise ValueError(f"unknown destination {name!r}")
+
+
+def judge(status: int) -> tuple[str, str]:
+    """An HTTP status of a probe → (verdict, what it means)."""
+    if 200 <= status < 300:
+        return "ok", "URL and key accepted"
+    if status in (400, 422):
+        return "ok", "URL and key accepted (the empty probe body was refused, as expected)"
+    if status in (401, 403):
+        return "wrong_key", "the API refused the key: check the API key"
+    if status in (404, 405):
+        return "wrong_url", "no such endpoint: check the base URL"
+    if status >= 500:
+        return "api_error", "the API is failing; try again later"
+    return "unexpected", "an answer doctor cannot interpret"
+
+
+def probe(request: Probe, timeout: float, secrets: tuple[str, ...] = ()
+          ) -> tuple[str, str]:
+    """Send the probe; return (verdict, a line for the report)."""
     import httpx
 
     started = time.monotonic()
     try:
         with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-            response = client.head(url)
+            response = client.request(request.method, request.url, headers=request.headers,
+                                      content=request.body)
     except httpx.TimeoutException:
-        return False, f"no answer within {timeout:g} s"
+        return "timeout", f"no answer within {timeout:g} s"
     except httpx.HTTPError as err:
-        return False, f"unreachable ({type(err).__name__}: {err})"
+        text = f"{type(err).__name__}: {err}"
+        for secret in secrets:
+            if secret:
+                text = text.replace(secret, "<redacted>")
+        return "refused", f"unreachable ({text})"
     elapsed = (time.monotonic() - started) * 1000
-    return True, f"answers (HTTP {response.status_code}, {elapsed:.0f} ms)"
+    verdict, meaning = judge(response.status_code)
+    return verdict, f"HTTP {response.status_code} in {elapsed:.0f} ms: {meaning}"
 
 
 def check_live(result: Diagnosis, timeout: float, outbox_url: str | None = None) -> None:
+    """Probe each enabled destination and look at the outbox (see the module docstring)."""
+    config = result.config
+    if config is None:
+        return
+    secrets = tuple(_reveal(secret) for secret in (
+        config.yespo_api_key, config.customerio_api_key, config.orangepill_api_key))
     for dest in result.destinations:
         if dest.on:
-            dest.reachable, dest.answer = probe(dest.url, timeout)
+            request = probe_request(dest.name, config)
+            dest.verdict, dest.answer = probe(request, timeout, secrets)
+            dest.reachable = dest.verdict == "ok"
     if result.outbox is not None and outbox_url is not None:
         enabled = tuple(d.name for d in result.destinations if d.on)
         inspect_outbox(result.outbox, outbox_url, enabled, timeout)

@@ -5,23 +5,32 @@ Each dead letter is re-rendered from its canonical event with the current config
 through the same sender as the app's events, with a progress bar on a terminal.  A letter
 refused again goes back to the dead-letter store.  Exit status: 0 when every replayed
 request was accepted, 1 when some failed again or could not be replayed, 2 for a
-configuration error (for example a memory outbox, which keeps nothing to replay).
+configuration error (for example a memory outbox, which keeps nothing to replay, or a
+SQLite outbox file that does not exist).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..config import DESTINATIONS, Config, ConfigError
+from ..delivery.outbox_sqlite import SQLiteOutbox
 from ..delivery.progress import Progress
 from ..tracker import Tracker
-from .send import add_delivery_options, report, wait_delivered
+from .send import add_delivery_options, mute_summary_log, report, wait_delivered
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add_delivery_options(parser)
+    add_delivery_options(
+        parser,
+        outbox_help="the durable outbox holding the dead letters: sqlite:///path (an "
+                    "existing file) or redis://host:port/db (default: CDPTRACK_OUTBOX)",
+        timeout_help="seconds to wait for the replayed requests to be delivered "
+                     "(default 60); also bounds each request's retries",
+    )
     parser.add_argument("-d", "--destination", choices=DESTINATIONS,
                         help="replay only this destination's dead letters")
     parser.add_argument("--limit", type=int, default=100_000,
@@ -41,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if not tracker.outbox.durable:
         print("cdptrack replay: needs a durable outbox holding dead letters: pass "
               "--outbox sqlite:///path/to/outbox.db or set CDPTRACK_OUTBOX", file=err)
+        return 2
+    mute_summary_log(args)
+    if isinstance(tracker.outbox, SQLiteOutbox) and not os.path.isfile(tracker.outbox.path):
+        # Opening it would create an empty file (and directories) and find nothing: a typo.
+        print(f"cdptrack replay: no outbox file at {tracker.outbox.path}: check the path "
+              "(three slashes for a relative path, four for an absolute one)", file=err)
         return 2
     letters = tracker.dead_letters(args.limit, args.destination)
     if args.list:

@@ -13,17 +13,21 @@ configuration error.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from typing import IO, TextIO
 
 from ..config import Config, ConfigError
+from ..delivery.counters import format_table
 from ..delivery.progress import Progress
 from ..tracker import Tracker
 from .event_lines import EventLines
 
 # Drops that mean an event was lost, as opposed to a renderer's "not for this API".
 LOSS_REASONS = frozenset({"queue_full", "shutdown", "invalid", "error", "render_error"})
+# Dead letters printed after the summary; the rest are counted in the table.
+SHOWN_DEAD_LETTERS = 5
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +40,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="build and log the requests, send nothing")
 
 
-def add_delivery_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--outbox", help="memory (default) or sqlite:///path "
-                                         "(default: CDPTRACK_OUTBOX)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for delivery once the input is read "
-                             "(default 60); also bounds each request's retries")
+def add_delivery_options(
+    parser: argparse.ArgumentParser,
+    outbox_help: str = "memory, sqlite:///path or redis://host:port/db "
+                       "(default: CDPTRACK_OUTBOX, else memory)",
+    timeout_help: str = "seconds to wait for delivery once the input is read "
+                        "(default 60); also bounds each request's retries",
+) -> None:
+    """``--outbox``, ``--timeout`` and ``--quiet``, shared by send and replay."""
+    parser.add_argument("--outbox", help=outbox_help)
+    parser.add_argument("--timeout", type=float, default=60.0, help=timeout_help)
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
 
 
@@ -57,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
               "CDPTRACK_YESPO_API_KEY, CDPTRACK_CUSTOMERIO_API_KEY or "
               "CDPTRACK_ORANGEPILL_API_KEY)", file=sys.stderr)
         return 2
+    mute_summary_log(args)
     sources: list[IO[str]] = args.files or [sys.stdin]
     return send_stream(sources, tracker, sys.stderr, timeout=args.timeout, quiet=args.quiet)
 
@@ -93,6 +102,13 @@ def send_stream(sources: list[IO[str]], tracker: Tracker, err: TextIO, *,
     return 0 if delivered and not lost and not lines.bad else 1
 
 
+def mute_summary_log(args: argparse.Namespace) -> None:
+    """The command prints the counters table itself; the tracker's own table at shutdown
+    would repeat it (it is still logged with ``-v``)."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger("cdptrack.summary").setLevel(logging.WARNING)
+
+
 def wait_delivered(tracker: Tracker, total: int, timeout: float, bar: Progress) -> bool:
     deadline = time.monotonic() + timeout
     while True:
@@ -106,23 +122,23 @@ def wait_delivered(tracker: Tracker, total: int, timeout: float, bar: Progress) 
 
 def report(stats: dict[str, dict[str, int]], tracker: Tracker, err: TextIO, *,
            quiet: bool, what: str) -> int:
-    """Print the per-destination summary; return how many requests were lost or dead."""
+    """Print the per-destination summary table and the first dead letters; return how
+    many requests were lost or dead.  ``skipped:<reason>`` (by design) is never a loss."""
     lost = 0
-    for destination, row in sorted(stats.items()):
+    for row in stats.values():
         lost += row.get("dead", 0)
         lost += sum(n for key, n in row.items()
                     if key.startswith("dropped:") and key[8:] in LOSS_REASONS)
-        if quiet:
-            continue
-        parts = [f"{key} {row[key]}" for key in ("sent", "dry_run", "retried", "dead")
-                 if row.get(key)]
-        parts += [f"{key} {n}" for key, n in sorted(row.items())
-                  if key.startswith("dropped:") and n]
-        print(f"cdptrack {what}: {destination}: {', '.join(parts) or 'nothing to send'}",
-              file=err)
-    if not quiet:
-        for letter in tracker.dead_letters(20):
-            print(f"cdptrack {what}: dead letter: {letter.destination} {letter.method} "
-                  f"{letter.url} -> {letter.status or 'no answer'} ({letter.reason}, "
-                  f"{letter.attempts} attempts): {letter.response[:200]}", file=err)
+    if quiet:
+        return lost
+    print(f"cdptrack {what}: summary", file=err)
+    print(format_table(stats), file=err)
+    letters = tracker.dead_letters(SHOWN_DEAD_LETTERS + 1)
+    for letter in letters[:SHOWN_DEAD_LETTERS]:
+        print(f"cdptrack {what}: dead letter: {letter.destination} {letter.method} "
+              f"{letter.url} -> {letter.status or 'no answer'} ({letter.reason}, "
+              f"{letter.attempts} attempts): {letter.response[:200]}", file=err)
+    if len(letters) > SHOWN_DEAD_LETTERS:
+        print(f"cdptrack {what}: more dead letters: `cdptrack replay --list` shows them "
+              "all (with a durable outbox)", file=err)
     return lost

@@ -250,18 +250,20 @@ class Lane:
                 status = response.status_code
                 verdict = classify(status)
                 if verdict == "ok":
+                    self._counters.observe_latency(self.destination,
+                                                   time.monotonic() - started)
                     return Outcome(True, status, "", attempt, "sent")
                 answer = truncate(response.text, self._secrets)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             if verdict == "dead":
-                logger.warning("%s answered %s to %s; dead-lettered",
-                               self.destination, status, what)
+                logger.warning("%s answered %s to %s; dead-lettered: %s",
+                               self.destination, status, what, answer[:200])
                 return Outcome(False, status, answer, attempt, "rejected")
             delay = self._policy.delay(attempt, retry_after)
             if not self._policy.allows(time.monotonic() - started, delay):
                 logger.warning("%s: %s still failing after %d attempts (%s); "
-                               "dead-lettered", self.destination, what, attempt,
-                               status or answer)
+                               "dead-lettered: %s", self.destination, what, attempt,
+                               status or "no answer", answer[:200])
                 return Outcome(False, status, answer, attempt, "retry_time_exceeded")
             logger.debug("%s: %s failed (%s), retry in %.2fs",
                          self.destination, what, status or answer, delay)

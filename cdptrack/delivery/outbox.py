@@ -114,6 +114,11 @@ class Outbox(abc.ABC):
     def open_count(self) -> int:
         """How many accepted events are not settled yet."""
 
+    def queue_depths(self) -> dict[str, int]:
+        """Per destination, deliveries routed to it and not yet settled (for metrics);
+        empty when this outbox cannot tell cheaply."""
+        return {}
+
     # -- sender side -----------------------------------------------------------------
 
     def start(self) -> None:  # noqa: B027 - optional hook

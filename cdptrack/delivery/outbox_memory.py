@@ -75,6 +75,10 @@ class MemoryOutbox(Outbox):
     def open_count(self) -> int:
         return len(self._open)
 
+    def queue_depths(self) -> dict[str, int]:
+        with self._lock:
+            return {name: len(lane) for name, lane in self._lanes.items()}
+
     # -- sender side -------------------------------------------------------------------
 
     def take_new(self, limit: int) -> list[tuple[int, Payload | str | DeferredBuild]]:

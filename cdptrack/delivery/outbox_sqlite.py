@@ -193,6 +193,12 @@ class SQLiteOutbox(Outbox):
     def open_count(self) -> int:
         return int(self._scalar("SELECT count(*) FROM events WHERE owner = ?", self._owner))
 
+    def queue_depths(self) -> dict[str, int]:
+        with self._locked() as conn:
+            rows = conn.execute("SELECT destination, count(*) FROM deliveries WHERE owner = ? "
+                                "GROUP BY destination", (self._owner,)).fetchall()
+        return {str(name): int(n) for name, n in rows}
+
     # -- sender side -------------------------------------------------------------------
 
     def start(self) -> None:

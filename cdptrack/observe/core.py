@@ -39,6 +39,21 @@ TRACKED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off", "deny", "denied", "reject"})
 
 
+# Hosts checked against cookie_domain; beyond this (a forged Host header?) no more checks.
+MAX_COOKIE_DOMAIN_HOSTS = 256
+
+
+def host_outside_domain(host: str, domain: str) -> bool:
+    """Is ``host`` (``name[:port]``) outside cookie ``domain`` (``.shop.example`` or
+    ``shop.example``), so that a browser refuses a cookie with that ``Domain``?"""
+    name = host.strip().lower()
+    name = name[1:].split("]", 1)[0] if name.startswith("[") else name.rsplit(":", 1)[0]
+    wanted = domain.strip().lower().lstrip(".")
+    if not name or not wanted:
+        return False
+    return not (name == wanted or name.endswith("." + wanted))
+
+
 class Observer:
     """Turns requests into canonical events for one tracker, with one set of options."""
 
@@ -61,6 +76,7 @@ class Observer:
                                       secure=secure)[len(opts.cookie_name) + 1:]
             for secure in (False, True)
         }
+        self._cookie_domain_hosts: set[str] = set()  # hosts checked against cookie_domain
         self.counters: Counter[str] = Counter()
         self._orders: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._orders_lock = threading.Lock()
@@ -176,7 +192,23 @@ class Observer:
         if not state.sc_new or not opts.set_cookie or state.skip or not 200 <= status < 400:
             return None
         self.counters["sc_created"] += 1
+        if opts.cookie_domain is not None and state.host not in self._cookie_domain_hosts:
+            self._check_cookie_domain(state.host, opts.cookie_domain)
         return f"{opts.cookie_name}={state.sc or ''}{self._cookie_tail[state.scheme == 'https']}"
+
+    def _check_cookie_domain(self, host: str, domain: str) -> None:
+        """Warn, once per host, when a browser would refuse the visitor cookie because the
+        request's host is outside ``cookie_domain``: every page view would then be a new
+        visitor.  Runs only when a new cookie is set, and once per host."""
+        seen = self._cookie_domain_hosts
+        if len(seen) >= MAX_COOKIE_DOMAIN_HOSTS:
+            return
+        seen.add(host)
+        if host_outside_domain(host, domain):
+            logger.warning("cdptrack: the %s cookie has Domain=%s, which browsers refuse on "
+                           "host %s: every request there is a new visitor. Set cookie_domain "
+                           "to a domain of this host, or leave it unset (host only).",
+                           self.options.cookie_name, domain, host)
 
     # -- end of a request ----------------------------------------------------------------
 

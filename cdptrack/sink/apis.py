@@ -49,6 +49,20 @@ _ORANGEPILL_PERSON = re.compile(r"^/v1/identities/([^/]+)/person/?$")
 IDEMPOTENCY_KEYS_KEPT = 10_000
 
 
+def is_probe(api: str, subpath: str, method: str, body: bytes) -> bool:
+    """Is this ``cdptrack doctor --live``'s probe, which checks URL and key and carries no
+    event (an empty JSON object, an empty Customer.io batch, an Orangepill person list)?
+    The sink answers it as the API would and records nothing."""
+    if api == "orangepill":
+        return method == "GET" and subpath.rstrip("/") == "/v1/identities/persons"
+    if method != "POST":
+        return False
+    parsed, error = _parse_json(body)
+    if error:
+        return False
+    return bool(parsed == ({"batch": []} if api == "customerio" else {}))
+
+
 def split_prefix(path: str) -> tuple[str, str] | None:
     """``/customerio/v1/track`` -> (``customerio``, ``/v1/track``); None if no API."""
     for prefix in sorted(PREFIXES, key=len, reverse=True):
@@ -307,6 +321,11 @@ class SinkApis:
             return _method_not_allowed("POST")
         if person_match and request.method != "PATCH":
             return _method_not_allowed("PATCH")
+        if request.method == "GET" and subpath.rstrip("/") == "/v1/identities/persons":
+            if not request.headers.get("x-api-key", "").strip():
+                return Answer(401, _json(_orangepill_error(401, "Unauthorized",
+                                                           "x-api-key header required")))
+            return Answer(200, _json({"data": [], "total": 0}))
         if not event_match and not person_match:
             return Answer(404, _json(_orangepill_error(404, "NotFound", f"no route {subpath}")))
         identity = (event_match or person_match).group(1)  # type: ignore[union-attr]

@@ -29,6 +29,7 @@ from .apis import (
     Answer,
     Incoming,
     SinkApis,
+    is_probe,
     split_prefix,
 )
 from .faults import FailurePlan
@@ -256,6 +257,11 @@ class _Handler(BaseHTTPRequestHandler):
         sink = self.server.sink
         headers = {k.lower(): v for k, v in self.headers.items()}
         incoming = Incoming(method, self._path(), headers, body)
+        if is_probe(api, subpath, method, body):
+            # doctor --live checking URL and key: answer as the API would, record nothing.
+            answer = sink.apis.answer(api, subpath, incoming)
+            self._reply(answer.status, answer.body, answer.content_type, answer.headers)
+            return
         if method not in ("POST", "PATCH"):
             # A probe (doctor --live) or a stray browser: answer, record nothing.
             self._json(405, {"error": f"{api} takes POST/PATCH here",
