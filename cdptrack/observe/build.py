@@ -120,17 +120,20 @@ def build_events(state: RequestState, options: ObserveOptions,
     def add(etype: str, name: str | None, props: dict[str, Any],
             traits: dict[str, Any] | None = None, page_name: str | None = None,
             who: Visitor = visitor, trusted: bool = False) -> None:
+        dropped: list[str] = []
         try:
             event = Event(
                 type=etype,  # type: ignore[arg-type]
                 event=name,
                 name=page_name,
                 visitor=who,
-                properties=props if trusted else normalize_properties(props),
+                properties=props if trusted else normalize_properties(
+                    props, dropped=dropped),
                 traits=traits or {},
                 context=context,
                 timestamp=now,
                 message_id=message_id(),
+                dropped=tuple(dropped),
             )
         except EventError as exc:
             out.problems.append("invalid_event")
