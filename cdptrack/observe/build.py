@@ -164,13 +164,13 @@ def build_events(state: RequestState, options: ObserveOptions,
         add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""), trusted=True)
 
     if kind == "product" and page_ok:
-        props = product_details(state, options, key)
+        props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:
             add("track", PRODUCT_VIEWED, props)
         else:
             out.problems.append("product_without_id")
     elif kind == "category" and page_ok:
-        add("track", PRODUCT_LIST_VIEWED, category_details(state, key))
+        add("track", PRODUCT_LIST_VIEWED, category_details(state, key, options))
     elif kind == "search" and page_ok:
         props = search_details(state, options, decl)  # type: ignore[arg-type]
         if props.get("query"):
@@ -183,7 +183,7 @@ def build_events(state: RequestState, options: ObserveOptions,
             who = visitor if visitor.email or not email else replace(visitor, email=email)
             add("track", ORDER_COMPLETED, props, who=who)
     elif kind == "wishlist" and (state.method != "GET" or decl is state.declared):
-        props = product_details(state, options, key)
+        props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:
             add("track", PRODUCT_ADDED_TO_WISHLIST, props)
         else:
@@ -203,7 +203,7 @@ def build_events(state: RequestState, options: ObserveOptions,
                 for line in (*products, *added, *removed):
                     if "price" not in line or "name" not in line:
                         for name, value in catalogue_product(
-                                options, line["product_id"]).items():
+                                options, line["product_id"], out.problems).items():
                             line.setdefault(name, value)
             props = {
                 "cart_id": state.session_after.cart_id or state.session_before.cart_id
