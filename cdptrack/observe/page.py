@@ -424,9 +424,13 @@ def order_details(state: RequestState, options: ObserveOptions,
     for source in candidates:
         if source is None or not _is_data(source):
             continue
-        sid = _text(first_field(source, ("order_id", "id", "number")))
-        if order_id is not None and sid is not None and sid != order_id:
+        # An order is known by several ids (a UUID pk and a shop-facing number): the
+        # page's key may be any of them.
+        ids = [_text(read_field(source, name)) for name in ("order_id", "number", "id")]
+        sid = next((i for i in ids if i is not None), None)
+        if order_id is not None and sid is not None and order_id not in ids:
             continue
+        sid = ids[0] or ids[1] or sid
         order_id = order_id or sid
         for name in ORDER_KEYS:
             value = read_field(source, name)

@@ -356,9 +356,11 @@ def as_list(value: Any, limit: int = MAX_LIST_PRODUCTS) -> list[Any] | None:
     object_list = read_field(value, "object_list")  # a Django Page
     if object_list is not None and object_list is not value:
         return as_list(object_list, limit)
-    if callable(getattr(value, "all", None)) and hasattr(value, "__getitem__"):
-        try:
-            return list(value[:limit])  # a queryset: one LIMITed query
+    every = getattr(value, "all", None)
+    if callable(every):
+        try:  # a queryset, a related manager, a lazy relationship: one LIMITed query
+            found = every() if not hasattr(value, "__getitem__") else value
+            return list(found[:limit])
         except Exception:
             return None
     return None
