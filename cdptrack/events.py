@@ -9,12 +9,16 @@ name of the offending field instead of failing deep inside a renderer.
 
 from __future__ import annotations
 
+import enum
 import math
+import numbers
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Literal
 
 EventType = Literal["track", "identify", "page"]
@@ -62,8 +66,16 @@ _PRODUCT_NUMBER_KEYS = _NUMBER_KEYS | {"position"}
 _INT_KEYS = frozenset({"quantity", "results", "step"})
 _BOOL_KEYS = frozenset({"in_stock"})
 _PRODUCT_LIST_KEYS = frozenset({"products", "added", "removed"})
+# Property names whose values are one piece of text on the wire (Customer.io's schema
+# types them as strings): a list or relation there is reduced to its first item's name.
+_TEXT_KEYS = frozenset({"name", "category", "brand", "variant", "url", "image_url",
+                        "coupon", "currency", "affiliation", "query"})
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
+# Around a money amount: currency signs, codes and words ("$", "EUR", "грн."), spaces.
+_MONEY_EDGES = re.compile(r"^[^\d+\-.,]+|[^\d.,]+$")
+# Inside one: thousands separators other than "." and "," (spaces, apostrophes).
+_MONEY_GROUPING = re.compile(r"[\s'\u00a0\u202f\u2009_\u2019]")
 MAX_ID_LENGTH = 512
 
 
@@ -139,6 +151,9 @@ class Event:
     context: dict[str, Any] = field(default_factory=dict)
     timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Names of properties left out because no JSON form exists for their values
+    # (counted as ``dropped_property:<name>``); never part of the canonical JSON.
+    dropped: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def label(self) -> str:
@@ -182,12 +197,16 @@ class Event:
         if page_name is not None and not isinstance(page_name, str):
             raise EventError("name", f"must be a string, not {_kind(page_name)}")
         visitor = Visitor.from_dict(data.get("visitor"), default_customer_id=True)
+        dropped: list[str] = []
         properties = normalize_properties(
             _mapping(data.get("properties"), "properties"),
             product=not (name or "").startswith("Promotion"),
+            dropped=dropped,
         )
-        traits = dict(_mapping(data.get("traits"), "traits"))
-        context = dict(_mapping(data.get("context"), "context"))
+        traits = encode_properties(_mapping(data.get("traits"), "traits"), dropped,
+                                   prefix="traits.")
+        context = encode_properties(_mapping(data.get("context"), "context"), dropped,
+                                    prefix="context.")
         message_id = data.get("message_id")
         if message_id is None or message_id == "":
             message_id = str(uuid.uuid4())
@@ -203,6 +222,7 @@ class Event:
             context=context,
             timestamp=parse_timestamp(data.get("timestamp"), "timestamp"),
             message_id=message_id,
+            dropped=tuple(dropped),
         )
 
 
@@ -272,25 +292,114 @@ def _spec(etype: str, **parts: Any) -> dict[str, Any]:
 
 
 def normalize_properties(
-    props: Mapping[str, Any], path: str = "properties", *, product: bool = False
+    props: Mapping[str, Any], path: str = "properties", *, product: bool = False,
+    dropped: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Coerce well-known properties to the types the APIs want; leave the rest as given."""
+    """Coerce well-known properties to the types the APIs want and every other value to
+    its JSON form.
+
+    - amounts (``price``, ``total``, ``revenue``, ...): int, float, ``Decimal``,
+      ``Fraction`` or a numeric string (see :func:`to_number`) → a JSON number;
+    - ids (``product_id``, ``order_id``, ...): str, int or ``UUID`` → a string;
+    - counts (``quantity``, ...) → an int; ``in_stock`` → a bool;
+    - text (``name``, ``category``, ...): a list or relation → its first item's name;
+    - anything else: ``datetime``/``date``/``time`` → ISO-8601, ``UUID`` → str,
+      ``Enum`` → its value, ``Decimal``/``Fraction`` → a number, sets and tuples → lists.
+
+    A well-known property with a wrong value is an :class:`EventError` naming it; any
+    other property with no JSON form is left out and its name appended to ``dropped``
+    (the caller counts ``dropped_property:<name>``), never the whole event.
+    """
     out: dict[str, Any] = {}
     for key, value in props.items():
         if not isinstance(key, str):
             raise EventError(path, f"property names must be strings, got {key!r}")
-        out[key] = _normalize_value(key, value, f"{path}.{key}", product)
+        try:
+            out[key] = _normalize_value(key, value, f"{path}.{key}", product, dropped)
+        except _Unencodable:
+            if dropped is None:
+                raise EventError(f"{path}.{key}",
+                                 f"has no JSON form ({_kind(value)})") from None
+            dropped.append(key if path == "properties" else f"{path}.{key}"
+                           .removeprefix("properties."))
     return out
 
 
-def _normalize_value(key: str, value: Any, path: str, product: bool) -> Any:
+def encode_properties(props: Mapping[str, Any], dropped: list[str] | None = None, *,
+                      prefix: str = "") -> dict[str, Any]:
+    """``props`` with every value in its JSON form (see :func:`normalize_properties`);
+    a value with none is left out and ``prefix + name`` appended to ``dropped``."""
+    out: dict[str, Any] = {}
+    for key, value in props.items():
+        try:
+            out[str(key)] = json_value(value)
+        except _Unencodable:
+            if dropped is None:
+                raise EventError(f"{prefix}{key}",
+                                 f"has no JSON form ({_kind(value)})") from None
+            dropped.append(f"{prefix}{key}")
+    return out
+
+
+class _Unencodable(Exception):
+    """A value with no JSON form."""
+
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def json_value(value: Any, depth: int = 0) -> Any:
+    """``value`` in its JSON form: ``datetime``/``date``/``time`` → ISO-8601 text,
+    ``UUID`` → str, ``Enum`` → its value, ``Decimal``/``Fraction`` → a number, sets and
+    tuples → lists, mappings with their values converted.  Raises ``_Unencodable`` for
+    anything else (an arbitrary object, a NaN, nesting deeper than 32)."""
+    kind = type(value)
+    if kind in _JSON_SCALARS:
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise _Unencodable
+        return value
+    if depth > 32:
+        raise _Unencodable
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, str) else k: json_value(v, depth + 1)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_value(v, depth + 1) for v in value]
+    if isinstance(value, enum.Enum):
+        return json_value(value.value, depth + 1)
+    if isinstance(value, (str, int)):  # str and int subclasses (not bool: checked above)
+        return str(value) if isinstance(value, str) else int(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (Decimal, Fraction, numbers.Real)):
+        try:
+            return _plain_number(value, "")
+        except EventError:
+            raise _Unencodable from None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Unencodable from None
+    raise _Unencodable
+
+
+def _normalize_value(key: str, value: Any, path: str, product: bool,
+                     dropped: list[str] | None = None) -> Any:
     if value is None:
         return None
     if key in _PRODUCT_LIST_KEYS:
         if not isinstance(value, (list, tuple)):
             raise EventError(path, f"must be a list of products, not {_kind(value)}")
         return [
-            normalize_properties(_mapping(item, f"{path}[{i}]"), f"{path}[{i}]", product=True)
+            normalize_properties(_mapping(item, f"{path}[{i}]"), f"{path}[{i}]", product=True,
+                                 dropped=dropped)
             for i, item in enumerate(value)
         ]
     if key in _ID_KEYS:
@@ -305,33 +414,92 @@ def _normalize_value(key: str, value: Any, path: str, product: bool) -> Any:
         return to_bool(value, path)
     if key == "tags":
         return _tags(value, path)
-    return value
+    if key in _TEXT_KEYS:
+        return _text_value(value)
+    return json_value(value)
+
+
+def _text_value(value: Any) -> Any:
+    """One piece of text: a list (or relation) → its first item, an object → its name."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return None
+        return _text_value(value[0])
+    if isinstance(value, Mapping):
+        for name in ("name", "title", "slug", "id"):
+            if value.get(name) is not None:
+                return _text_value(value[name])
+        raise _Unencodable
+    if isinstance(value, bool):
+        raise _Unencodable
+    encoded = json_value(value)
+    if isinstance(encoded, (dict, list)):
+        raise _Unencodable
+    return str(encoded)
 
 
 def to_number(value: Any, path: str) -> int | float:
-    """``"19.90"`` → ``19.9``, ``"990"`` → ``990``; booleans and non-numbers are errors."""
+    """An amount as a JSON number: ints and finite floats as given, ``Decimal`` and
+    ``Fraction`` (what SQLAlchemy ``Numeric`` and Django ``DecimalField`` return) as an
+    int when whole, else a float; a numeric string with or without a currency sign or
+    code around it (``"$1,299.00"``, ``"19,90 €"``, ``"EUR 1.299,90"``,
+    ``"1 299,00 грн"``).  In a string the last of ``.`` and ``,`` is the decimal mark
+    when both appear; a lone ``,`` is a decimal comma unless exactly three digits follow
+    it (``"1,299"`` is 1299); a lone ``.`` is a decimal point.  Booleans, NaN, infinity
+    and anything else are an :class:`EventError`."""
     if isinstance(value, bool):
         raise EventError(path, "must be a number, not a boolean")
     if isinstance(value, int):
-        return value
+        return int(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise EventError(path, "must be a finite number")
         return value
     if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if "," in text and "." not in text:
-            text = text.replace(",", ".")  # "19,90": a decimal comma, common in shops
-        if _INT_RE.match(text):
-            return int(text)
-        try:
-            number = float(text)
-        except ValueError:
-            raise EventError(path, f"must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise EventError(path, "must be a finite number")
-        return number
+        return _number_from_text(value, path)
+    if isinstance(value, (Decimal, Fraction, numbers.Real)):
+        return _plain_number(value, path)
     raise EventError(path, f"must be a number, not {_kind(value)}")
+
+
+def _plain_number(value: Any, path: str) -> int | float:
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise EventError(path, "must be a finite number")
+    try:
+        if value == int(value):
+            return int(value)
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        raise EventError(path, f"must be a finite number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise EventError(path, "must be a finite number")
+    return number
+
+
+def _number_from_text(value: str, path: str) -> int | float:
+    text = _MONEY_GROUPING.sub("", _MONEY_EDGES.sub("", value.strip()))
+    comma, dot = text.rfind(","), text.rfind(".")
+    if comma >= 0 and dot >= 0:
+        mark = "," if comma > dot else "."
+        text = text.replace("." if mark == "," else ",", "").replace(",", ".")
+    elif comma >= 0:
+        if text.count(",") > 1 or len(text) - comma - 1 == 3:
+            text = text.replace(",", "")  # "1,299" and "1,299,000": grouping
+        else:
+            text = text.replace(",", ".")  # "19,90": a decimal comma, common in shops
+    elif text.count(".") > 1:
+        text = text.replace(".", "")  # "1.299.000": grouping
+    if _INT_RE.match(text):
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        raise EventError(path, f"must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise EventError(path, "must be a finite number")
+    return number
 
 
 def to_int(value: Any, path: str) -> int:
@@ -379,6 +547,10 @@ def _required_id(value: Any, path: str) -> str:
 def _optional_id(value: Any, path: str) -> str | None:
     if value is None:
         return None
+    if isinstance(value, (uuid.UUID, enum.Enum)):
+        value = value.value if isinstance(value, enum.Enum) else str(value)
+    elif isinstance(value, Decimal) and value.is_finite() and value == int(value):
+        value = int(value)  # a NUMERIC primary key
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise EventError(path, f"must be a string, not {_kind(value)}")
     text = str(value).strip()
@@ -448,10 +620,14 @@ __all__ = [
     "EventError",
     "EventType",
     "Visitor",
+    "encode_properties",
     "epoch_millis",
     "identify",
     "iso_millis",
+    "json_value",
+    "normalize_properties",
     "page",
     "parse_timestamp",
+    "to_number",
     "track",
 ]

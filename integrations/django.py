@@ -28,9 +28,19 @@ The middleware hands the core what only Django knows: the live ``request.session
 before and after the view (read without marking it accessed, so no ``Vary: Cookie``
 is added), ``request.resolver_match`` (route template, ``url_name``, captured kwargs;
 routes are never matched again), the signed-in ``request.user`` (or what the
-``user_loader`` option returns for the request) and the ``context_data`` of a
-``TemplateResponse`` (a plain ``render()`` keeps its context to itself: declare the
-page's details with ``track.product(...)`` or register a ``catalogue`` loader).
+``user_loader`` option returns for the request) and the context of the templates the
+view renders: ``TemplateResponse.context_data``, and the context of a plain
+``render(request, "product.html", {"product": p})``, seen by wrapping the Django
+template backend's ``Template.render`` once per process when the middleware is first
+built (the view is not changed; Jinja2 templates are not wrapped: use
+``TemplateResponse`` or ``track.product(...)`` there).  Objects in that context (ORM
+rows) are read into plain data in the request's thread when the response is closed.
+
+A ``catalogue`` loader runs in the request's thread too, when the response is closed
+(events are then built there, not on the sender thread), so a loader that uses the ORM
+works: Django's connections are per thread, and the ORM refuses to run inside the
+sender's event loop.  ``"defer_events": True`` in ``CDPTRACK`` moves it back to the
+sender thread (for a loader that needs no database).
 
 It adds the ``sc`` cookie for a new visitor (the only change made to a response) and
 hands the request to the core in the response's ``close()``, which the WSGI server (or
@@ -66,6 +76,7 @@ from cdptrack.capture import EventSink
 from cdptrack.config import Config
 from cdptrack.observe.core import Observer
 from cdptrack.observe.declare import ignored
+from cdptrack.observe.deferred import CONTEXT_KEYS
 from cdptrack.observe.fields import raw_get
 from cdptrack.observe.options import (
     CONFIG_NAMES,
@@ -158,7 +169,11 @@ def tracking_from_settings() -> DjangoTracking:
     env = {k: v for k, v in os.environ.items() if k.startswith("CDPTRACK_")}
     if "session_cookie_name" not in observe_kw and "CDPTRACK_SESSION_COOKIE_NAME" not in env:
         observe_kw["session_cookie_name"] = getattr(settings, "SESSION_COOKIE_NAME", "sessionid")
+    catalogue_in_request = "defer_events" not in observe_kw \
+        and "CDPTRACK_DEFER_EVENTS" not in env
     options = ObserveOptions.from_mapping(env, **observe_kw)
+    if options.catalogue is not None and catalogue_in_request:
+        options = options.with_overrides(defer_events=False)  # see the module docstring
     served = tuple(
         url for url in (getattr(settings, "STATIC_URL", None), getattr(settings, "MEDIA_URL", None))
         if isinstance(url, str) and url.startswith("/") and url != "/"
@@ -243,6 +258,7 @@ class CDPTrackMiddleware:
         self.get_response = get_response
         tracking()  # a settings mistake shows at start-up, not in the first request
         _warn_about_order()
+        record_template_contexts()
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
         started = _begin(request)
@@ -336,6 +352,31 @@ def _complete(observer: Observer, state: RequestState, owned: bool, request: Htt
         _finish_on_close(observer, state, response)
     except Exception:
         observer.error("django_response")
+
+
+def record_template_contexts() -> None:
+    """Wrap ``django.template.backends.django.Template.render`` (once per process) so a
+    tracked request keeps the context of the templates its view renders, the first
+    render of a name winning; what the template renders is unchanged."""
+    from django.template.backends.django import Template
+
+    original = Template.render
+    if getattr(original, "__cdptrack__", False):
+        return
+
+    def render(self: Any, context: Any = None, request: Any = None) -> Any:
+        html = original(self, context, request)
+        if isinstance(context, Mapping):
+            state = current_state.get()
+            if state is not None and not state.finished:
+                picked = {k: context[k] for k in CONTEXT_KEYS if k in context}
+                if picked:
+                    state.template_context = picked if state.template_context is None \
+                        else {**picked, **state.template_context}
+        return html
+
+    render.__cdptrack__ = True  # type: ignore[attr-defined]
+    Template.render = render  # type: ignore[method-assign]
 
 
 def _finish_on_close(observer: Observer, state: RequestState,

@@ -32,6 +32,7 @@ from cdptrack.capture import EventSink
 from cdptrack.config import Config
 from cdptrack.observe.core import Observer
 from cdptrack.observe.declare import ignored, register_state_finder
+from cdptrack.observe.deferred import CONTEXT_KEYS, REDUCED_KEYS, reduce_object
 from cdptrack.observe.options import ObserveOptions, split_options
 from cdptrack.observe.session import snapshot_later
 from cdptrack.observe.state import STATE_KEY, RequestState
@@ -155,13 +156,24 @@ def _after_request(response: Response) -> Response:
 
 def _template_rendered(sender: Flask, template: Any = None, context: Any = None,
                        **extra: Any) -> None:
+    # Read the page's objects now: a property that needs the app context (current_app,
+    # g, a SQLAlchemy session) cannot be read once the request is over.
     state = _state_from_flask()
     if state is None or not isinstance(context, dict):
         return
+    tracking: FlaskTracking | None = sender.extensions.get(EXTENSION_KEY)
+    fields = tracking.observer.options.product_fields if tracking is not None else None
+    try:
+        picked = {key: reduce_object(key, context[key], fields) if key in REDUCED_KEYS
+                  else context[key] for key in CONTEXT_KEYS if key in context}
+    except Exception:
+        if tracking is not None:
+            tracking.observer.error("flask_template")
+        return
     if state.template_context is None:
-        state.template_context = context
+        state.template_context = picked
     else:
-        state.template_context = {**context, **state.template_context}
+        state.template_context = {**picked, **state.template_context}
 
 
 __all__ = ["CDPTrack", "FlaskTracking"]

@@ -14,41 +14,9 @@ import wsgiref.util
 from collections.abc import Iterator
 from typing import Any
 
-import django
+import django_project  # noqa: F401 - configures Django's settings on import
 import pytest
 from django.conf import settings
-
-if not settings.configured:
-    settings.configure(
-        DEBUG=False,
-        SECRET_KEY="cdptrack-django-tests",
-        ALLOWED_HOSTS=["testserver", "shop.example"],
-        ROOT_URLCONF=__name__,
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth",
-                        "django.contrib.sessions"],
-        MIDDLEWARE=[
-            "django.contrib.sessions.middleware.SessionMiddleware",
-            "django.contrib.auth.middleware.AuthenticationMiddleware",
-            "cdptrack.integrations.django.CDPTrackMiddleware",
-        ],
-        SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
-        AUTHENTICATION_BACKENDS=[f"{__name__}.MemoryBackend"],
-        DATABASES={},
-        TEMPLATES=[{
-            "BACKEND": "django.template.backends.django.DjangoTemplates",
-            "OPTIONS": {"loaders": [("django.template.loaders.locmem.Loader", {
-                "product.html": "<h1>{{ product.name }}</h1>",
-                "category.html": "<h1>{{ category.name }}</h1>",
-                "search.html": "<p>{{ results|length }} found</p>",
-                "thanks.html": "<p>Thank you for order {{ order.order_id }}</p>",
-            })]},
-        }],
-        STATIC_URL="/assets-v2/",
-        USE_TZ=True,
-        CDPTRACK={},
-    )
-    django.setup()
-
 from django.contrib.auth import login, logout
 from django.contrib.auth.models import User
 from django.contrib.auth.signals import user_logged_in

@@ -77,7 +77,8 @@ def test_prometheus_scrape_counts_sent_skipped_dead_and_latency(apis: FourApis,
     for i in range(5):
         tracker.capture(product_viewed(i))
     # No contact key and no Orangepill identity: skipped by design there.
-    tracker.capture(track("Product Viewed", {"product_id": "x"}, visitor={"sc": "ABC"}))
+    tracker.capture(track("Product Viewed", {"product_id": "x", "price": 5},
+                          visitor={"sc": "ABC"}))
     assert tracker.flush(20)
     text = get()
     got = samples(text)
@@ -152,7 +153,8 @@ def test_opentelemetry_in_memory_reader(apis: FourApis) -> None:
     instrument_opentelemetry(tracker, provider)
     for i in range(3):
         tracker.capture(product_viewed(i))
-    tracker.capture(track("Product Viewed", {"product_id": "x"}, visitor={"sc": "ABC"}))
+    tracker.capture(track("Product Viewed", {"product_id": "x", "price": 5},
+                          visitor={"sc": "ABC"}))
     assert tracker.flush(20)
 
     points: dict[str, list[Any]] = {}

@@ -265,12 +265,17 @@ def test_plain_view_results_are_deferred_and_give_the_same_events(result: Any) -
     assert deferring.labels() == ["page", "Product Viewed"]
 
 
-def test_objects_from_the_view_keep_the_direct_path() -> None:
+def test_objects_from_the_view_are_read_on_the_request_and_then_deferred() -> None:
     tracker = DeferringListTracker()
-    call(CDPTrackMiddleware(asgi_shop({"product": OrmLikeProduct()}), tracker))
-    assert tracker.jobs == []
+    product = OrmLikeProduct()
+    call(CDPTrackMiddleware(asgi_shop({"product": product}), tracker))
+    assert len(tracker.jobs) == 1 and tracker.events == []
+    product.name = "changed after the request"  # the record holds plain data, not it
+    del product.price
+    tracker.run_jobs()
     assert tracker.labels() == ["page", "Product Viewed"]
-    assert tracker.one("Product Viewed").properties["name"] == "Boot"
+    props = tracker.one("Product Viewed").properties
+    assert (props["name"], props["price"]) == ("Boot", 12.0)
 
 
 def test_defer_events_false_builds_on_the_request_path() -> None:

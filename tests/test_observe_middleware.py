@@ -268,7 +268,7 @@ def test_errors_inside_cdptrack_are_counted_and_logged_not_raised(
     assert "error in finish" in caplog.text
 
 
-def test_failing_catalogue_loader_does_not_break_the_request() -> None:
+def test_failing_catalogue_loader_costs_only_what_it_would_have_added() -> None:
     def catalogue(product_id: str) -> Any:
         raise LookupError("database down")
 
@@ -278,7 +278,9 @@ def test_failing_catalogue_loader_does_not_break_the_request() -> None:
                              catalogue=catalogue)
     sent, _ = call_asgi(app, "/products/1")
     assert sent[-1]["body"] == b"<h1>hi</h1>"
-    assert app.observer.stats()["errors"] == 1
+    assert app.observer.stats()["catalogue_error"] == 1
+    assert tracker.labels() == ["page", "Product Viewed"]  # the page and its event stay
+    assert tracker.one("Product Viewed").properties["product_id"] == "1"
 
 
 def test_double_installation_tracks_once() -> None:

@@ -87,7 +87,7 @@ def test_malformed_lines_are_reported_with_line_numbers_and_others_still_render(
 
 def test_without_configuration_all_four_destinations_render_with_placeholders() -> None:
     result = render([event(event="Product Viewed", visitor=KNOWN,
-                           properties={"product_id": "1"})])
+                           properties={"product_id": "1", "price": 10})])
     assert result.returncode == 0
     destinations = [json.loads(line)["destination"] for line in result.stdout.splitlines()]
     assert destinations == ["yespo_tracker", "yespo_events", "customerio", "orangepill"]

@@ -283,6 +283,9 @@ class Sender:
         for destination, reason in rendered.skipped:
             self._counters.drop(destination, reason)
             self._callbacks.drop(event, destination, reason)
+        for prop in event.dropped:  # the event went; these properties could not
+            for name in self._destinations:
+                self._counters.add(name, f"dropped_property:{prop}")
         by_destination: dict[str, list[WireRequest]] = {}
         for request in rendered.requests:
             by_destination.setdefault(request.destination, []).append(request)

@@ -8,6 +8,7 @@ then phone, then external id); an event without one cannot be attributed and is 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,44 @@ _TRACK_EVENTS = {
 }
 
 Param = dict[str, str]
+
+# Yespo's order statuses (spec 001: orderCreated "Creates the order with the status
+# indicated", its examples send INITIALIZED; orderDelivered / orderCancelled set
+# DELIVERED / CANCELLED) and the words shops use for each (Django Oscar "Pending",
+# "Being processed", "Complete", "Cancelled"; Saleor "unfulfilled", "fulfilled",
+# "canceled"; WooCommerce "processing", "on-hold", "completed", "refunded").
+ORDER_STATUSES = ("INITIALIZED", "IN_PROGRESS", "DELIVERED", "CANCELLED")
+_STATUS_WORDS: dict[str, str] = {
+    **dict.fromkeys((
+        "initialized", "initialised", "created", "new", "pending", "pending_payment",
+        "awaiting_payment", "unpaid", "placed", "open", "draft", "unconfirmed",
+        "unfulfilled", "on_hold", "received", "submitted", "authorized", "authorised",
+    ), "INITIALIZED"),
+    **dict.fromkeys((
+        "in_progress", "processing", "being_processed", "paid", "confirmed", "accepted",
+        "partially_fulfilled", "fulfilled", "packed", "shipped", "dispatched",
+        "in_transit", "ready_for_pickup", "ready", "sent", "partially_shipped",
+    ), "IN_PROGRESS"),
+    **dict.fromkeys((
+        "delivered", "complete", "completed", "done", "finished", "closed", "picked_up",
+    ), "DELIVERED"),
+    **dict.fromkeys((
+        "cancelled", "canceled", "refunded", "failed", "returned", "expired", "voided",
+        "void", "rejected", "declined", "partially_returned",
+    ), "CANCELLED"),
+}
+
+
+def order_status(value: Any, default: str | None) -> str | None:
+    """A shop's order status as one of :data:`ORDER_STATUSES` (``"Pending"`` →
+    ``INITIALIZED``, ``"Being processed"`` → ``IN_PROGRESS``, ``"canceled"`` →
+    ``CANCELLED``); ``default`` (the event's own status) for words it does not know."""
+    if value is None:
+        return default
+    text = str(getattr(value, "value", value)).strip()
+    if text.upper() in ORDER_STATUSES:
+        return text.upper()
+    return _STATUS_WORDS.get(re.sub(r"[\s\-]+", "_", text.lower()), default)
 
 
 def render(event: Event, config: Config) -> list[WireRequest]:
@@ -105,13 +144,19 @@ def _order_params(event: Event, default_status: str | None) -> list[Param]:
     props = event.properties
     order_id = props.get("order_id")
     if not order_id:
-        raise NotSent("missing_field", "an order event needs properties.order_id")
+        raise NotSent("missing_field:order_id", "an order event needs properties.order_id")
     params = [_param("externalOrderId", order_id)]
     params.extend(_customer_id_param(event))
     total = props.get("total", props.get("revenue"))
+    if total is None:
+        total = _lines_total(props.get("products"))
     if total is not None:
         params.append(_param("totalCost", str(float(total))))
-    status = props.get("status") or default_status
+    elif event.event == ev.ORDER_COMPLETED:  # spec 001: orderCreated needs totalCost
+        raise NotSent("missing_field:total", "orderCreated needs the order's total")
+    status = order_status(props.get("status"), default_status)
+    if status is None and props.get("status") is not None:
+        status = "IN_PROGRESS"  # an update with a word we do not know: still open
     if status:
         params.append(_param("status", status))
     date = props.get("date") or event.timestamp.strftime("%Y-%m-%dT%H:%M:%S")
@@ -125,6 +170,21 @@ def _order_params(event: Event, default_status: str | None) -> list[Param]:
     if currency:
         params.append(_param("currency", currency))
     return params
+
+
+def _lines_total(products: Any) -> float | None:
+    """The sum of price times quantity over the order's lines; ``None`` unless every line
+    has a price."""
+    if not isinstance(products, list) or not products:
+        return None
+    total = 0.0
+    for line in products:
+        price = line.get("price") if isinstance(line, Mapping) else None
+        if not isinstance(price, (int, float)) or isinstance(price, bool):
+            return None
+        quantity = line.get("quantity", 1)
+        total += price * (quantity if isinstance(quantity, (int, float)) else 1)
+    return round(total, 2)
 
 
 def _order_item(line: Mapping[str, Any], currency: Any) -> dict[str, Any]:
@@ -158,7 +218,8 @@ def _category_viewed(event: Event) -> list[Param]:
     try:
         category = category_key(event.properties)
     except NotSent:
-        raise NotSent("missing_field", "a category event needs category_id or category") from None
+        raise NotSent("missing_field:category_id",
+                      "a category event needs category_id or category") from None
     return [_param("category", {"productCategoryId": category})]
 
 
@@ -204,7 +265,7 @@ def _param(name: str, value: Any) -> Param:
 def _product_id(props: Mapping[str, Any]) -> str:
     value = props.get("product_id") or props.get("sku")
     if not value:
-        raise NotSent("missing_field", "a product needs product_id (or sku)")
+        raise NotSent("missing_field:product_id", "a product needs product_id (or sku)")
     return str(value)
 
 
@@ -216,5 +277,5 @@ def _tag_arrays(props: Mapping[str, Any]) -> dict[str, list[str]]:
 def _url(event: Event) -> str:
     url = event.properties.get("url") or event.context.get("url")
     if not url:
-        raise NotSent("missing_field", "a page event needs properties.url or context.url")
+        raise NotSent("missing_field:url", "a page event needs properties.url or context.url")
     return str(url)

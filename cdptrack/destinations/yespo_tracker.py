@@ -100,11 +100,21 @@ def _general_info(event: Event, name: str, site_id: str) -> dict[str, Any]:
 
 
 def _product_page(event: Event) -> tuple[str, dict[str, Any]]:
-    return "ProductPage", {"Product": _page_product(event.properties)}
+    return "ProductPage", {"Product": _page_product(event.properties, "ProductPage")}
 
 
 def _wishlist(event: Event) -> tuple[str, dict[str, Any]]:
-    return "AddToWishlist", {"Product": _page_product(event.properties)}
+    return "AddToWishlist", {"Product": _page_product(event.properties, "AddToWishlist")}
+
+
+def need_price(line: Mapping[str, Any], what: str) -> Any:
+    """``line["price"]``; spec 003 marks the price of ProductPage, AddToWishlist,
+    StatusCart and PurchasedItems products *Required*, and the tracker answers 400
+    without it, so a product without one is ``NotSent("missing_field:price")``."""
+    price = line.get("price")
+    if price is None or price == "":
+        raise NotSent("missing_field:price", f"{what} needs the product's price")
+    return price
 
 
 def _category(event: Event) -> tuple[str, dict[str, Any]]:
@@ -117,7 +127,7 @@ def _status_cart(event: Event) -> tuple[str, dict[str, Any]]:
     products = []
     for line in _products(props):
         item: dict[str, Any] = {"productKey": _product_key(line)}
-        _put(item, "price", line.get("price"))
+        item["price"] = need_price(line, "a StatusCart line")
         _put(item, "discount", line.get("discount"))
         item["quantity"] = line.get("quantity", 1)
         _put(item, "price_currency_code", line.get("currency") or currency)
@@ -130,14 +140,15 @@ def _purchased(event: Event) -> tuple[str, dict[str, Any]]:
     props = event.properties
     order_id = props.get("order_id")
     if not order_id:
-        raise NotSent("missing_field", "PurchasedItems needs properties.order_id")
+        raise NotSent("missing_field:order_id", "PurchasedItems needs properties.order_id")
     products = []
     for line in _products(props):
         item: dict[str, Any] = {"product_id": _product_key(line)}
-        if line.get("price") is not None:
-            item["unit_price"] = money(line["price"])
+        item["unit_price"] = money(need_price(line, "a PurchasedItems line"))
         item["quantity"] = line.get("quantity", 1)
         products.append(item)
+    if not products:  # spec 003: Products is required, a purchase of nothing is refused
+        raise NotSent("missing_field:products", "PurchasedItems needs the order's lines")
     return "PurchasedItems", {"Products": products, "OrderNumber": order_id}
 
 
@@ -145,7 +156,7 @@ def _search(event: Event) -> tuple[str, dict[str, Any]]:
     props = event.properties
     query = props.get("query")
     if query is None:
-        raise NotSent("missing_field", "SearchRequest needs properties.query")
+        raise NotSent("missing_field:query", "SearchRequest needs properties.query")
     body: dict[str, Any] = {"search": str(query)}
     results = props.get("results")
     if results is not None:
@@ -181,12 +192,11 @@ _BODIES = {
 # --- products ------------------------------------------------------------------------
 
 
-def _page_product(props: Mapping[str, Any]) -> dict[str, Any]:
+def _page_product(props: Mapping[str, Any], what: str) -> dict[str, Any]:
     product: dict[str, Any] = {"productKey": _product_key(props)}
-    price = props.get("price")
-    if price is not None:
-        currency = props.get("currency")
-        product["price"] = f"{money(price)} {currency}" if currency else money(price)
+    price = need_price(props, what)
+    currency = props.get("currency")
+    product["price"] = f"{money(price)} {currency}" if currency else money(price)
     if props.get("in_stock") is not None:
         product["isInStock"] = "1" if props["in_stock"] else "0"
     product.update(_tag_fields(props))
@@ -217,7 +227,7 @@ def _feed_product(line: Mapping[str, Any]) -> dict[str, Any]:
 def _product_key(props: Mapping[str, Any]) -> str:
     key = props.get("product_id") or props.get("sku")
     if not key:
-        raise NotSent("missing_field", "a product needs product_id (or sku)")
+        raise NotSent("missing_field:product_id", "a product needs product_id (or sku)")
     return str(key)
 
 
@@ -241,7 +251,8 @@ def category_key(props: Mapping[str, Any]) -> str:
             value = value[-1] if value else None
         if value:
             return str(value)
-    raise NotSent("missing_field", "a category page needs category_id, list_id or category")
+    raise NotSent("missing_field:category_id",
+                  "a category page needs category_id, list_id or category")
 
 
 def cart_guid(event: Event) -> str:
@@ -273,7 +284,9 @@ def money(value: Any) -> str:
     """Prices as the tracker's examples write them: ``754``, ``201.95``, ``341.80``."""
     if isinstance(value, str):
         return value
-    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int) or value.is_integer():
         return str(int(value))
     return f"{value:.2f}" if round(value, 2) == value else repr(value)
 

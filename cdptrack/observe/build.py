@@ -50,6 +50,30 @@ from .visitor import identity_from_user
 logger = logging.getLogger("cdptrack.observe")
 
 _IDENTITY_KEYS = ("user_id", "email", "phone")
+
+# Routes already warned about a missing field (one warning per route and field).
+_warned: set[tuple[str, str]] = set()
+_HOW_TO_PRICE = (
+    "return the product from the view (a dict, dataclass, pydantic or ORM object), put it "
+    "in the template context as 'product', call track.product(price=...), or register "
+    "catalogue=lambda product_id: {...}; the Yespo tracker refuses products without a "
+    "price, so it is skipped (counted as missing_field:price)")
+_HOW_TO_ORDER = (
+    "give the thank-you view the order (its return value, the template context as "
+    "'order', or track.order(order_id, total=..., products=[...])); without a total and "
+    "priced lines Yespo refuses it and is skipped (counted as missing_field:%s)")
+
+
+def warn_missing(state: RequestState, what: str, field: str, how: str) -> None:
+    """Log once per route and field that ``what`` lacks ``field`` and ``how`` to give it."""
+    route = state.route_template or state.endpoint_name or state.path
+    key = (route, field)
+    if key in _warned:
+        return
+    if len(_warned) < 4096:
+        _warned.add(key)
+    logger.warning("cdptrack: %s on %s has no %s: %s", what, route, field,
+                   how % field if "%s" in how else how)
 _TRAIT_KEYS = ("email", "phone", "name", "user_id", "external_customer_id")
 
 
@@ -120,17 +144,20 @@ def build_events(state: RequestState, options: ObserveOptions,
     def add(etype: str, name: str | None, props: dict[str, Any],
             traits: dict[str, Any] | None = None, page_name: str | None = None,
             who: Visitor = visitor, trusted: bool = False) -> None:
+        dropped: list[str] = []
         try:
             event = Event(
                 type=etype,  # type: ignore[arg-type]
                 event=name,
                 name=page_name,
                 visitor=who,
-                properties=props if trusted else normalize_properties(props),
+                properties=props if trusted else normalize_properties(
+                    props, dropped=dropped),
                 traits=traits or {},
                 context=context,
                 timestamp=now,
                 message_id=message_id(),
+                dropped=tuple(dropped),
             )
         except EventError as exc:
             out.problems.append("invalid_event")
@@ -161,13 +188,15 @@ def build_events(state: RequestState, options: ObserveOptions,
         add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""), trusted=True)
 
     if kind == "product" and page_ok:
-        props = product_details(state, options, key)
+        props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:
+            if props.get("price") is None:
+                warn_missing(state, PRODUCT_VIEWED, "price", _HOW_TO_PRICE)
             add("track", PRODUCT_VIEWED, props)
         else:
             out.problems.append("product_without_id")
     elif kind == "category" and page_ok:
-        add("track", PRODUCT_LIST_VIEWED, category_details(state, key))
+        add("track", PRODUCT_LIST_VIEWED, category_details(state, key, options))
     elif kind == "search" and page_ok:
         props = search_details(state, options, decl)  # type: ignore[arg-type]
         if props.get("query"):
@@ -177,11 +206,25 @@ def build_events(state: RequestState, options: ObserveOptions,
         if props.get("order_id") is None:
             out.problems.append("order_without_id")
         else:
+            lines = props.get("products")
+            if options.catalogue is not None and isinstance(lines, list):
+                for line in lines:  # the order's lines: the catalogue fills a price
+                    if isinstance(line, dict) and line.get("product_id") and (
+                            "price" not in line or "name" not in line):
+                        for name, value in catalogue_product(
+                                options, str(line["product_id"]), out.problems).items():
+                            line.setdefault(name, value)
+            if props.get("total") is None and props.get("revenue") is None:
+                warn_missing(state, ORDER_COMPLETED, "total", _HOW_TO_ORDER)
+            elif not props.get("products"):
+                warn_missing(state, ORDER_COMPLETED, "products", _HOW_TO_ORDER)
             who = visitor if visitor.email or not email else replace(visitor, email=email)
             add("track", ORDER_COMPLETED, props, who=who)
     elif kind == "wishlist" and (state.method != "GET" or decl is state.declared):
-        props = product_details(state, options, key)
+        props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:
+            if props.get("price") is None:
+                warn_missing(state, PRODUCT_ADDED_TO_WISHLIST, "price", _HOW_TO_PRICE)
             add("track", PRODUCT_ADDED_TO_WISHLIST, props)
         else:
             out.problems.append("wishlist_without_id")
@@ -200,7 +243,7 @@ def build_events(state: RequestState, options: ObserveOptions,
                 for line in (*products, *added, *removed):
                     if "price" not in line or "name" not in line:
                         for name, value in catalogue_product(
-                                options, line["product_id"]).items():
+                                options, line["product_id"], out.problems).items():
                             line.setdefault(name, value)
             props = {
                 "cart_id": state.session_after.cart_id or state.session_before.cart_id

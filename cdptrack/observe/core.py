@@ -27,7 +27,7 @@ from typing import Any
 from ..capture import EventSink
 from ..events import ORDER_COMPLETED, Event
 from .build import build_events
-from .deferred import RequestEvents, detach, detachable
+from .deferred import RequestEvents, detach, detachable, reduce_page_objects
 from .options import ObserveOptions
 from .state import RequestState
 from .visitor import identity_from_user, new_sc, parse_cookies, set_cookie_header, valid_sc
@@ -229,6 +229,9 @@ class Observer:
                 except Exception:
                     self.error("user_loader")
             defer = self._defer
+            if defer is not None:
+                # ORM rows and app-context objects: read now, while they can be.
+                reduce_page_objects(state, self.options.product_fields)
             if defer is not None and detachable(state):
                 defer(RequestEvents(self.events_in_sender, state, detach(state, user)))
                 return

@@ -10,9 +10,13 @@ A record must not change after it was handed over, and must not need the request
 :func:`detach` drops the references to the live request, environ or scope, reduces the
 template context to the entries page inference reads, resolves the signed-in user to plain
 identity fields and keeps only the view argument that holds the page key.
-:func:`detachable` says no (and the events are then built at once, as before) when the
-view gave objects that may not be readable later or from another thread, such as ORM
-instances: only plain data, dataclasses and pydantic models are deferred.
+
+Shop objects that may not be readable later or from another thread (ORM rows, objects
+whose properties need Flask's app context) are read here, while the request is live:
+the template context's ``product``, ``products``, ``results`` and ``category`` and a
+view's return value are reduced to plain data (:func:`reduce_page_objects`).
+:func:`detachable` says no (and the events are then built at once, as before) only for
+what is not reduced: an order object, or declarations holding such objects.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 
 from ..capture import DeferredBuild
 from ..events import Event
+from .fields import read_field
+from .products import ProductFields, category_fields, product_list, product_snapshot
 from .state import RequestState
 from .visitor import identity_from_user
 
@@ -41,7 +47,8 @@ def _plain_type(kind: type) -> bool:
     known = _PLAIN_TYPES.get(kind)
     if known is None:
         known = any(hasattr(kind, name) for name in
-                    ("__dataclass_fields__", "model_fields", "__pydantic_fields__"))
+                    ("__dataclass_fields__", "model_fields", "__pydantic_fields__")
+                    ) and not hasattr(kind, "_sa_class_manager")  # a SQLModel table row
         if len(_PLAIN_TYPES) < 512:
             _PLAIN_TYPES[kind] = known
     return known
@@ -60,8 +67,13 @@ def _plain(value: Any, depth: int = _DEPTH) -> bool:
     return _plain_type(kind)
 
 
+# Template context entries reduced to plain data before the build leaves the request.
+REDUCED_KEYS = ("product", "products", "results", "category")
+
+
 def detachable(state: RequestState) -> bool:
-    """Whether what the view left can be read later on another thread."""
+    """Whether what the view left, after :func:`reduce_page_objects`, can be read later
+    on another thread."""
     result = state.view_result
     if result is not None and not _plain(result):
         return False
@@ -75,6 +87,42 @@ def detachable(state: RequestState) -> bool:
     page, order, custom = state.page_props, state.order_props, state.custom_events
     return (page is None or _plain(page)) and (order is None or _plain(order)) and (
         custom is None or all(_plain(p) for _, p in custom))
+
+
+def reduce_page_objects(state: RequestState, fields: ProductFields | None = None) -> None:
+    """Read the page's shop objects into plain data now, while the request is live
+    (see the module docstring).  Plain data is left as it is; never raises."""
+    ctx = state.template_context
+    if isinstance(ctx, Mapping) and any(
+            key in ctx and not _plain(ctx[key]) for key in REDUCED_KEYS):
+        reduced = dict(ctx)
+        for key in REDUCED_KEYS:
+            if key in reduced and not _plain(reduced[key]):
+                reduced[key] = reduce_object(key, reduced[key], fields)
+        state.template_context = reduced
+    result = state.view_result
+    if result is not None and not _plain(result) and read_field(result, "order_id") is None:
+        snapshot = product_snapshot(result, fields)
+        out: dict[str, Any] = dict(snapshot) if isinstance(snapshot, dict) else {}
+        for key in REDUCED_KEYS:
+            inner = read_field(result, key)
+            if inner is not None:
+                out[key] = reduce_object(key, inner, fields)
+        state.view_result = out or None
+
+
+def reduce_object(key: str, value: Any, fields: ProductFields | None = None) -> Any:
+    """One page object as plain data: a product as its line and ids, a list (queryset,
+    page) of products as lines, a category as ``{"name", "id"}``."""
+    if _plain(value):
+        return value
+    if key == "product":
+        return product_snapshot(value, fields)
+    if key == "category":
+        found = category_fields(value)
+        return {"name": found.get("category"), "id": found.get("category_id")} \
+            if found else None
+    return product_list(value, fields=fields)
 
 
 def detach(state: RequestState, user: Any) -> dict[str, str] | None:
@@ -116,4 +164,5 @@ class RequestEvents(DeferredBuild):
         return f"events of {state.method} {state.path}"
 
 
-__all__ = ["CONTEXT_KEYS", "EventBuilder", "RequestEvents", "detach", "detachable"]
+__all__ = ["CONTEXT_KEYS", "EventBuilder", "RequestEvents", "detach", "detachable",
+           "reduce_object", "reduce_page_objects"]

@@ -107,6 +107,9 @@ class ObserveOptions:
     currency: str | None = None
     # -- page context -------------------------------------------------------------
     catalogue: Callable[[str], Any] | None = None
+    # Segment v2 product property → the shop's field path (``"price.amount"``) or a
+    # function of the product object; read before the usual names (observe/products.py).
+    product_fields: Mapping[str, Any] | None = None
     route_rules: Mapping[str, RouteRule] = field(default_factory=dict)
     conventions: bool = True
     search_params: tuple[str, ...] = ("q", "query", "search", "s", "term")
@@ -149,6 +152,10 @@ class ObserveOptions:
         object.__setattr__(
             self, "route_rules", {str(k): RouteRule.parse(v) for k, v in dict(rules).items()}
         )
+        if isinstance(self.product_fields, str):
+            object.__setattr__(self, "product_fields", json.loads(self.product_fields))
+        if self.product_fields is not None and not isinstance(self.product_fields, Mapping):
+            raise ConfigError("product_fields must map product properties to field names")
         keys = {**DEFAULT_IDENTITY_KEYS}
         for name, value in dict(self.identity_keys).items():
             keys[name] = (value,) if isinstance(value, str) else tuple(value)

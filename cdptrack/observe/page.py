@@ -18,6 +18,7 @@ own ``track.*`` calls.  Everything here is a pure function of the request state.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -26,8 +27,17 @@ from urllib.parse import parse_qs
 from .declare import declaration_of
 from .fields import first_field, read_field
 from .options import ObserveOptions, RouteRule
-from .products import product_line, product_list, set_in_stock
+from .products import (
+    as_list,
+    category_fields,
+    matches_key,
+    product_line,
+    product_list,
+    set_in_stock,
+)
 from .state import PageDeclaration, RequestState
+
+logger = logging.getLogger("cdptrack.observe")
 
 PRODUCT_WORDS = frozenset({"product", "products", "p", "item", "items", "goods", "sku"})
 CATEGORY_WORDS = frozenset(
@@ -274,19 +284,29 @@ def _context(state: RequestState, name: str) -> Any:
 
 
 def product_details(state: RequestState, options: ObserveOptions,
-                    product_id: str | None) -> dict[str, Any]:
-    """Product properties, merged from catalogue < template < return value < declaration."""
+                    product_id: str | None,
+                    problems: list[str] | None = None) -> dict[str, Any]:
+    """Product properties, merged from catalogue < template < return value < declaration.
+
+    A template or return-value product is taken when the page's key is one of its ids
+    (``pk``, ``id``, ``sku``, ``slug``...; a slug URL shows the product with that slug)
+    and then its own ``product_id`` is used.  The catalogue fills what the page did not
+    show (price, name); a catalogue that raises costs only those fields (``problems``
+    gets ``catalogue_error``).
+    """
     merged: dict[str, Any] = {}
+    fields = options.product_fields
     result = state.view_result
     from_result = _nested(result, "product")
     if from_result is None and _is_data(result) and first_field(
-            result, ("product_id", "id", "sku")) is not None:
+            result, ("product_id", "id", "pk", "sku")) is not None:
         from_result = result
     for source in (_context(state, "product"), from_result):
         if source is not None and not isinstance(source, (str, int)):
-            line = product_line(source, default_id=product_id)
+            line = product_line(source, default_id=product_id, fields=fields)
             if line is not None and (product_id is None or line["product_id"] == product_id
-                                     or source is from_result):
+                                     or source is from_result
+                                     or matches_key(source, product_id)):
                 line.pop("quantity", None)
                 set_in_stock(source, line)
                 merged.update(line)
@@ -296,20 +316,31 @@ def product_details(state: RequestState, options: ObserveOptions,
         merged.setdefault("product_id", product_id)
     if options.catalogue is not None and merged.get("product_id") is not None and (
             "price" not in merged or "name" not in merged):
-        merged = {**catalogue_product(options, str(merged["product_id"])), **merged}
+        merged = {**catalogue_product(options, str(merged["product_id"]), problems),
+                  **merged}
     if options.currency and "price" in merged:
         merged.setdefault("currency", options.currency)
     return merged
 
 
-def catalogue_product(options: ObserveOptions, product_id: str) -> dict[str, Any]:
-    """What the shop's catalogue loader says about a product (``{}`` if it does not know)."""
+def catalogue_product(options: ObserveOptions, product_id: str,
+                      problems: list[str] | None = None) -> dict[str, Any]:
+    """What the shop's catalogue loader says about a product (``{}`` if it does not
+    know, or raises: then ``catalogue_error`` is added to ``problems`` and logged)."""
     if options.catalogue is None:
         return {}
-    found = options.catalogue(product_id)
+    try:
+        found = options.catalogue(product_id)
+    except Exception:
+        if problems is not None:
+            problems.append("catalogue_error")
+        logger.warning("cdptrack: the catalogue loader failed for product %r; the event "
+                       "is sent without what it would have added", product_id,
+                       exc_info=True)
+        return {}
     if found is None:
         return {}
-    line = product_line(found, default_id=product_id)
+    line = product_line(found, default_id=product_id, fields=options.product_fields)
     if line is None:
         return {}
     line.pop("quantity", None)
@@ -317,27 +348,22 @@ def catalogue_product(options: ObserveOptions, product_id: str) -> dict[str, Any
     return line
 
 
-def category_details(state: RequestState, key: str | None) -> dict[str, Any]:
+def category_details(state: RequestState, key: str | None,
+                     options: ObserveOptions | None = None) -> dict[str, Any]:
+    """Product List Viewed properties: the category (an object, text or list: its
+    first item's name) and the listed products (a list, queryset or page)."""
+    fields = options.product_fields if options is not None else None
     result = state.view_result
     category = _context(state, "category")
     if category is None:
         category = read_field(result, "category") if _is_data(result) else None
-    props: dict[str, Any] = {}
-    if isinstance(category, (str, int)) and not isinstance(category, bool):
-        props["category"] = str(category)
-    elif category is not None:
-        name = first_field(category, ("name", "title"))
-        cid = first_field(category, ("id", "slug"))
-        if isinstance(name, str):
-            props["category"] = name
-        if isinstance(cid, (str, int)) and not isinstance(cid, bool):
-            props["category_id"] = str(cid)
+    props: dict[str, Any] = dict(category_fields(category)) if category is not None else {}
     if key is not None:
         props.setdefault("category_id", key)
         props.setdefault("category", key)
-    products = product_list(_context(state, "products"))
+    products = product_list(_context(state, "products"), fields=fields)
     if products is None and _is_data(result):
-        products = product_list(read_field(result, "products"))
+        products = product_list(read_field(result, "products"), fields=fields)
     if products is not None:
         props["products"] = products
     if state.page_props:
@@ -398,18 +424,23 @@ def order_details(state: RequestState, options: ObserveOptions,
     for source in candidates:
         if source is None or not _is_data(source):
             continue
-        sid = _text(first_field(source, ("order_id", "id", "number")))
-        if order_id is not None and sid is not None and sid != order_id:
+        # An order is known by several ids (a UUID pk and a shop-facing number): the
+        # page's key may be any of them.
+        ids = [_text(read_field(source, name)) for name in ("order_id", "number", "id")]
+        sid = next((i for i in ids if i is not None), None)
+        if order_id is not None and sid is not None and order_id not in ids:
             continue
+        sid = ids[0] or ids[1] or sid
         order_id = order_id or sid
         for name in ORDER_KEYS:
             value = read_field(source, name)
             if value is not None and not isinstance(value, (dict, list)):
                 props[name] = value
         for name in ("products", "lines", "items"):
-            lines = read_field(source, name)
-            if isinstance(lines, (list, tuple)):
-                props["products"] = [p for p in (product_line(x) for x in lines) if p]
+            lines = as_list(read_field(source, name))
+            if lines is not None:
+                props["products"] = [p for p in (
+                    product_line(x, fields=options.product_fields) for x in lines) if p]
                 break
         found_email = read_field(source, "email")
         email = found_email if isinstance(found_email, str) else None

@@ -1,0 +1,38 @@
+"""Field names and value shapes of real open-source shops, used as test data.
+
+Recorded from the shops' public model definitions (names and types only):
+
+- django-oscar/django-oscar (``src/oscar/apps/catalogue``, ``partner``, ``order``):
+  products have ``upc``, ``title``, ``slug``, ``categories`` (many-to-many), stock
+  records with ``partner_sku``, ``price`` (``DecimalField(max_digits=12,
+  decimal_places=2)``), ``price_currency`` and ``num_in_stock``; orders have ``number``,
+  ``total_incl_tax`` (Decimal), ``currency`` and a free-text ``status`` whose sandbox
+  values are "Pending", "Being processed", "Complete", "Cancelled"; order lines have
+  ``partner_sku``, ``title``, ``upc``, ``quantity``, ``unit_price_incl_tax``.
+- saleor/saleor (``saleor/product/models.py``, ``saleor/order/models.py``): products
+  have ``name``, ``slug``, ``category`` (a foreign key), ``product_type``; orders have a
+  UUID primary key ``id``, ``status`` in "draft", "unconfirmed", "unfulfilled",
+  "partially fulfilled", "fulfilled", "canceled", "expired", ``total_gross_amount``
+  (Decimal) and ``currency``; order lines have ``product_name``, ``product_sku``,
+  ``quantity``, ``unit_price_gross_amount``.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+# Oscar's sandbox order statuses and Saleor's OrderStatus values, with what Yespo's
+# v1/event order status (INITIALIZED, IN_PROGRESS, DELIVERED, CANCELLED) they mean.
+ORDER_STATUSES = {
+    "Pending": "INITIALIZED", "Being processed": "IN_PROGRESS", "Complete": "DELIVERED",
+    "Cancelled": "CANCELLED", "draft": "INITIALIZED", "unconfirmed": "INITIALIZED",
+    "unfulfilled": "INITIALIZED", "partially fulfilled": "IN_PROGRESS",
+    "fulfilled": "IN_PROGRESS", "canceled": "CANCELLED", "expired": "CANCELLED",
+}
+
+# One Oscar-style product and one Saleor-style order line, as the ORM returns them.
+OSCAR_PRODUCT = {"upc": "9780141187761", "title": "Nineteen Eighty-Four",
+                 "slug": "nineteen-eighty-four_1", "price": Decimal("9.99"),
+                 "price_currency": "GBP", "num_in_stock": 12}
+SALEOR_ORDER_LINE = {"product_name": "Apple Juice", "product_sku": "APPLE-JUICE-1L",
+                     "quantity": 2, "unit_price_gross_amount": Decimal("3.50")}
