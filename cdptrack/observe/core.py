@@ -31,6 +31,7 @@ from .carts import request_cart
 from .deferred import RequestEvents, detach, detachable
 from .memory import Memory, memory_for
 from .options import ObserveOptions
+from .page import plain_order
 from .state import RequestState
 from .visitor import identity_from_user, new_sc, parse_cookies, set_cookie_header, valid_sc
 
@@ -220,6 +221,14 @@ class Observer:
         objects may be ORM rows); :meth:`finish` calls it for the rest.  Never raises."""
         if state.cart_read or state.skip:
             return
+        ctx = state.template_context
+        if isinstance(ctx, Mapping) and "order" in ctx:
+            try:  # an order row, read while its database session is open
+                order = plain_order(ctx["order"])
+                if order is not None:
+                    state.template_context = {**ctx, "order": order}
+            except Exception:
+                self.error("order")
         if self.options.cart_loader is None and not objects and not isinstance(
                 state.template_context, Mapping):
             return

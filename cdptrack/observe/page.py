@@ -22,9 +22,11 @@ import logging
 import re
 import threading
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
+from .carts import cart_lines
 from .declare import declaration_of
 from .fields import first_field, read_field
 from .options import ObserveOptions, RouteRule
@@ -602,12 +604,92 @@ def search_details(state: RequestState, options: ObserveOptions,
 
 ORDER_KEYS = ("total", "revenue", "subtotal", "shipping", "tax", "discount", "coupon",
               "currency", "status", "affiliation", "checkout_id")
+# Shop field names for each order property, first found wins (Oscar's ``*_incl_tax``).
+ORDER_FIELDS: dict[str, tuple[str, ...]] = {
+    "total": ("total", "total_incl_tax", "grand_total", "total_price", "amount_total"),
+    "subtotal": ("subtotal", "basket_total_incl_tax", "subtotal_incl_tax"),
+    "shipping": ("shipping", "shipping_incl_tax", "shipping_charge", "shipping_total"),
+    "tax": ("tax", "total_tax", "tax_total"),
+}
+# An order's number (what the customer sees) before its database id.
+ORDER_ID_FIELDS = ("order_id", "number", "order_number", "reference")
+ORDER_DB_ID_FIELDS = ("id", "pk")
+ORDER_LINE_LISTS = ("products", "lines", "items", "order_items", "line_items")
+
+
+def _plain_value(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def order_identifiers(source: Any) -> tuple[str | None, set[str]]:
+    """``(order id to report, every id the order answers to)``: its number
+    (``number``/``order_number``/``reference``) before its database id."""
+    names = [_text(read_field(source, n)) for n in ORDER_ID_FIELDS + ORDER_DB_ID_FIELDS]
+    known = {n for n in names if n is not None}
+    return next((n for n in names if n is not None), None), known
+
+
+def _order_lines(source: Any) -> list[dict[str, Any]] | None:
+    for name in ORDER_LINE_LISTS:
+        lines = read_field(source, name)
+        if lines is None:
+            continue
+        if not isinstance(lines, (list, tuple)):
+            manager_all = read_field(lines, "all")  # a Django related manager
+            if not callable(manager_all):
+                continue
+            try:
+                lines = list(manager_all())
+            except Exception:
+                continue
+        lines = list(lines)
+        if all(isinstance(x, Mapping) for x in lines):  # keep every Segment key
+            return [p for p in (product_line(x) for x in lines) if p]
+        found = cart_lines(lines)
+        return list(found.values()) if found is not None else None
+    return None
+
+
+def plain_order(order: Any) -> dict[str, Any] | None:
+    """An order object (an ORM row) read into a plain dict now, while its database
+    session is open: the fields :func:`order_details` reads.  ``None`` for data that
+    is plain already or not an order."""
+    if order is None or isinstance(order, (Mapping, str, bytes, int, float, bool)):
+        return None
+    sid, _ = order_identifiers(order)
+    if sid is None:
+        return None
+    out: dict[str, Any] = {}
+    for name in ORDER_ID_FIELDS + ORDER_DB_ID_FIELDS + ("email", "guest_email",
+                                                        "currency", "status", "coupon"):
+        value = _text(read_field(order, name))
+        if value is not None:
+            out[name] = value
+    for name in ORDER_KEYS:
+        for field_name in ORDER_FIELDS.get(name, (name,)):
+            value = read_field(order, field_name)
+            if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+                out[name] = _plain_value(value)
+                break
+    if "email" not in out:
+        email = read_field(read_field(order, "user"), "email")
+        if isinstance(email, str) and email:
+            out["email"] = email
+    lines = _order_lines(order)
+    if lines is not None:
+        out["products"] = lines
+    return out
 
 
 def order_details(state: RequestState, options: ObserveOptions,
                   key: str | None) -> tuple[dict[str, Any], str | None]:
     """``(properties, email)`` of the completed order; the email, when the order has
-    one, fills the visitor block so contact-keyed APIs can take the event."""
+    one, fills the visitor block so contact-keyed APIs can take the event.
+
+    The order comes from the view's return value, the template context (``order``), an
+    order the adapter found on the request, or the session's last order.  Its id is the
+    order number before the database id, also when the route's key is the database id
+    (``/thank-you/<pk>``); money in ``Decimal`` becomes numbers."""
     result = state.view_result
     candidates = [
         _nested(result, "order"),
@@ -623,21 +705,25 @@ def order_details(state: RequestState, options: ObserveOptions,
     for source in candidates:
         if source is None or not _is_data(source):
             continue
-        sid = _text(first_field(source, ("order_id", "id", "number")))
-        if order_id is not None and sid is not None and sid != order_id:
+        sid, known = order_identifiers(source)
+        if order_id is not None and known and order_id not in known:
             continue
-        order_id = order_id or sid
+        order_id = sid if sid is not None and not explicit.get("order_id") else order_id
         for name in ORDER_KEYS:
-            value = read_field(source, name)
+            value = None
+            for field_name in ORDER_FIELDS.get(name, (name,)):
+                value = read_field(source, field_name)
+                if value is not None:
+                    break
             if value is not None and not isinstance(value, (dict, list)):
-                props[name] = value
-        for name in ("products", "lines", "items"):
-            lines = read_field(source, name)
-            if isinstance(lines, (list, tuple)):
-                props["products"] = [p for p in (product_line(x) for x in lines) if p]
-                break
-        found_email = read_field(source, "email")
-        email = found_email if isinstance(found_email, str) else None
+                props[name] = _plain_value(value)
+        lines = _order_lines(source)
+        if lines is not None:
+            props["products"] = lines
+        found_email = read_field(source, "email") or read_field(source, "guest_email")
+        if not isinstance(found_email, str):
+            found_email = read_field(read_field(source, "user"), "email")
+        email = found_email if isinstance(found_email, str) and found_email else None
         break
     props.update({k: v for k, v in explicit.items() if k != "email"})
     if isinstance(explicit.get("email"), str):
@@ -663,6 +749,7 @@ __all__ = [
     "normalize_template",
     "order_details",
     "path_convention",
+    "plain_order",
     "product_details",
     "resolve_page",
     "resolve_page_source",
