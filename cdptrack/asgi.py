@@ -23,9 +23,11 @@ from typing import Any
 
 from .capture import EventSink
 from .config import Config
+from .observe.carts import CART_OBJECT_NAMES, MAX_JSON_BYTES
 from .observe.core import Observer
 from .observe.declare import ignored
 from .observe.options import ObserveOptions
+from .observe.page import resolve_page
 from .observe.session import fill_session_from_cookies, session_from_set_cookie, snapshot_later
 from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
 from .wiring import make_observer
@@ -103,9 +105,13 @@ class CDPTrackMiddleware:
                 message = _on_start(observer, state, message, session_cookie, scope)
             elif (kind == "http.response.body" and not message.get("more_body", False)) \
                     or kind == "http.response.pathsend":
+                if state.response_json is not None:
+                    _keep_json(state, message)
                 await send(message)
                 _finish(observer, state, scope)
                 return
+            elif kind == "http.response.body" and state.response_json is not None:
+                _keep_json(state, message)
             await send(message)
 
         token = current_state.set(state)
@@ -192,13 +198,18 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
         if state.sc_new and ignored(scope.get("endpoint")):
             state.skip = True  # @track.ignore() on an endpoint class: no visitor cookie
         headers = message.get("headers") or []
+        json_answer = False
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-type":
                 state.html = value[:9].lower() == b"text/html"
+                json_answer = value[:16].lower() == b"application/json"
             elif lower == b"set-cookie" and value.startswith(session_cookie):
                 state.session_cookie_after = session_from_set_cookie(value.decode("latin-1"))
         cookie = observer.response_cookie(state, message["status"])
+        if json_answer and 200 <= message["status"] < 300 and _answers_cart(
+                observer, state, scope):
+            state.response_json = b""  # a JSON API's cart: kept (bounded) as it is sent
         if cookie is not None:
             return {**message, "headers": [*headers, (b"set-cookie", cookie.encode("latin-1"))]}
     except Exception:
@@ -206,9 +217,29 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
     return message
 
 
+def _answers_cart(observer: Observer, state: RequestState, scope: Scope) -> bool:
+    # The route is known at response start (the router wrote it into the scope).
+    read_route(state, scope)
+    found = resolve_page(state, observer.options)
+    return found is not None and found.kind == "cart"
+
+
+def _keep_json(state: RequestState, message: Message) -> None:
+    body = state.response_json or b""
+    chunk = message.get("body", b"")
+    if len(body) + len(chunk) > MAX_JSON_BYTES:
+        state.response_json = None  # too big to be a cart: not read at all
+        return
+    state.response_json = body + chunk
+
+
 def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
     try:
         read_route(state, scope)
+        found = scope.get("state") or {}
+        objects = [found[name] for name in CART_OBJECT_NAMES
+                   if isinstance(found, dict) and found.get(name) is not None]
+        observer.read_cart(state, objects)
         session = scope.get("session")
         if session is not None and state.session_after is None:
             state.session_after = snapshot_later(session, observer.options)

@@ -70,10 +70,11 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import FileResponse, HttpRequest, HttpResponseBase
-from django.utils.functional import LazyObject
+from django.utils.functional import LazyObject, empty
 
 from cdptrack.capture import EventSink
 from cdptrack.config import Config
+from cdptrack.observe.carts import CART_OBJECT_NAMES
 from cdptrack.observe.core import Observer
 from cdptrack.observe.declare import ignored
 from cdptrack.observe.deferred import CONTEXT_KEYS
@@ -338,6 +339,8 @@ def _complete(observer: Observer, state: RequestState, owned: bool, request: Htt
         if isinstance(context, Mapping):
             state.template_context = context if state.template_context is None else {
                 **context, **state.template_context}
+        if response.status_code < 400:
+            observer.read_cart(state, _cart_objects(request))
         if not owned:
             return
         state.html = str(response.get("Content-Type", ""))[:9].lower() == "text/html"
@@ -377,6 +380,22 @@ def record_template_contexts() -> None:
 
     render.__cdptrack__ = True  # type: ignore[attr-defined]
     Template.render = render  # type: ignore[method-assign]
+
+
+def _cart_objects(request: HttpRequest) -> list[Any]:
+    """``request.basket`` / ``request.cart`` (Oscar's basket middleware, and shops like
+    it), read now, while the view's database connection is live.  A lazy basket the
+    view never evaluated is left alone: it did not change, and reading it would cost a
+    query."""
+    found: list[Any] = []
+    for name in CART_OBJECT_NAMES:
+        obj = request.__dict__.get(name)
+        if obj is None:
+            continue
+        if isinstance(obj, LazyObject) and obj._wrapped is empty:
+            continue
+        found.append(obj)
+    return found
 
 
 def _finish_on_close(observer: Observer, state: RequestState,

@@ -25,11 +25,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response, current_app, has_request_context, request, template_rendered
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    has_request_context,
+    request,
+    template_rendered,
+)
 from flask.globals import request_ctx
 
 from cdptrack.capture import EventSink
 from cdptrack.config import Config
+from cdptrack.observe.carts import CART_OBJECT_NAMES
 from cdptrack.observe.core import Observer
 from cdptrack.observe.declare import ignored, register_state_finder
 from cdptrack.observe.deferred import CONTEXT_KEYS, REDUCED_KEYS, reduce_object
@@ -145,6 +154,11 @@ def _after_request(response: Response) -> Response:
                     state.skip = True
         if state.session_before is not None:
             state.session_after = snapshot_later(_raw_session(), tracking.observer.options)
+        if response.status_code < 400:
+            # A cart the app keeps on ``g`` (often database rows): read now, in the
+            # request context, while its database session is open.
+            found = [g.get(name) for name in CART_OBJECT_NAMES]
+            tracking.observer.read_cart(state, [c for c in found if c is not None])
         if tracking.user_loader is not None and state.user is None and response.status_code < 400:
             # Read the user now, in the request context: ``current_user`` is a proxy
             # that means nothing once the context is gone, when events are built.

@@ -31,7 +31,9 @@ from ..events import (
     Visitor,
     normalize_properties,
 )
+from .carts import Lines, returned_cart
 from .declare import IGNORE_KEY
+from .memory import Memory
 from .options import ObserveOptions
 from .page import (
     PAGE_NAMES,
@@ -100,9 +102,11 @@ class Built:
 
 
 def build_events(state: RequestState, options: ObserveOptions,
-                 user: Any = None) -> Built:
+                 user: Any = None, carts: Memory | None = None) -> Built:
     """Every canonical event ``state`` stands for (see the module docstring).  Their
-    timestamp is ``state.finished`` (when the response was complete), else now."""
+    timestamp is ``state.finished`` (when the response was complete), else now.
+    ``carts`` remembers each visitor's last cart for shops that keep carts outside the
+    session (without it only session carts are compared)."""
     out = Built()
     status = state.status
     if state.skip or not 200 <= status < 400:
@@ -229,38 +233,59 @@ def build_events(state: RequestState, options: ObserveOptions,
         else:
             out.problems.append("wishlist_without_id")
 
-    if state.session_before is not None and state.session_after is not None:
-        old, new = state.session_before.cart, state.session_after.cart
-        changes = cart_changes(old, new)
-        if changes is not None:
-            added, removed = changes
-            products = list((new or {}).values())
-            if not products and kind in ("checkout", "order"):
-                # The cart emptied because it was bought: the order says so, and a
-                # "Product Removed" per bought line would tell the CDPs a falsehood.
-                removed = []
-            if options.catalogue is not None:
-                for line in (*products, *added, *removed):
-                    if "price" not in line or "name" not in line:
-                        for name, value in catalogue_product(
-                                options, line["product_id"], out.problems).items():
-                            line.setdefault(name, value)
-            props = {
-                "cart_id": state.session_after.cart_id or state.session_before.cart_id
-                or state.sc,
-                "products": products,
-                "added": added,
-                "removed": removed,
-            }
-            currency = options.currency or next(
-                (p["currency"] for p in products if isinstance(p.get("currency"), str)), None)
-            if currency:
-                props["currency"] = currency
-            add("track", CART_UPDATED, props)
+    old_cart, new_cart, cart_id = _cart_before_after(state, kind, carts)
+    changes = cart_changes(old_cart, new_cart)
+    if changes is not None:
+        added, removed = changes
+        products = [dict(line) for line in (new_cart or {}).values()]
+        if not products and kind in ("checkout", "order"):
+            # The cart emptied because it was bought: the order says so, and a
+            # "Product Removed" per bought line would tell the CDPs a falsehood.
+            removed = []
+        if options.catalogue is not None:
+            for line in (*products, *added, *removed):
+                if "price" not in line or "name" not in line:
+                    for name, value in catalogue_product(
+                            options, line["product_id"], out.problems).items():
+                        line.setdefault(name, value)
+        props = {
+            "cart_id": cart_id or state.sc,
+            "products": products,
+            "added": added,
+            "removed": removed,
+        }
+        currency = options.currency or next(
+            (p["currency"] for p in products if isinstance(p.get("currency"), str)), None)
+        if currency:
+            props["currency"] = currency
+        add("track", CART_UPDATED, props)
 
     for name, props in state.custom_events or ():
         add("track", name, props)
     return out
+
+
+def _cart_before_after(state: RequestState, kind: str | None, carts: Memory | None
+                       ) -> tuple[Lines | None, Lines | None, str | None]:
+    """The cart before and after this request, and its id.  A session cart is compared
+    within the request; a cart kept elsewhere (:mod:`.carts`) against the last one
+    remembered for the visitor.  The first sighting of a visitor's cart is news only on
+    a change request (a POST/PUT/PATCH/DELETE: the cart was empty before, as far as
+    anyone knows); on a GET it is only remembered."""
+    before, after = state.session_before, state.session_after
+    if before is not None and after is not None and (
+            before.cart is not None or after.cart is not None):
+        return before.cart, after.cart, after.cart_id or before.cart_id
+    lines = state.cart_lines
+    if lines is None and kind == "cart":
+        lines = returned_cart(state)
+    if lines is None or carts is None or not state.sc:
+        return None, None, None
+    old = carts.swap_cart(state.sc, lines)
+    if old is None:
+        old = lines if state.method == "GET" else {}
+    cart_id = after.cart_id if after is not None else None
+    return old, lines, cart_id
 
 
 __all__ = ["Built", "build_events"]

@@ -20,15 +20,18 @@ import logging
 import re
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..capture import EventSink
 from ..events import ORDER_COMPLETED, Event
 from .build import build_events
+from .carts import request_cart
 from .deferred import RequestEvents, detach, detachable, reduce_page_objects
+from .memory import Memory, memory_for
 from .options import ObserveOptions
+from .page import plain_order
 from .state import RequestState
 from .visitor import identity_from_user, new_sc, parse_cookies, set_cookie_header, valid_sc
 
@@ -78,8 +81,11 @@ class Observer:
         }
         self._cookie_domain_hosts: set[str] = set()  # hosts checked against cookie_domain
         self.counters: Counter[str] = Counter()
-        self._orders: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._orders_lock = threading.Lock()
+        # Each visitor's last cart and the orders already reported: in Redis when the
+        # outbox is Redis (a fleet agrees), else in this process, bounded.
+        config = getattr(tracker, "config", None)
+        self.memory: Memory = memory_for(getattr(config, "outbox", None),
+                                         orders=opts.order_dedupe_size)
         self._counters_lock = threading.Lock()  # for counts made on the sender thread
         self._defer: Callable[[Any], None] | None = getattr(
             tracker, "capture_deferred", None) if opts.defer_events else None
@@ -218,6 +224,7 @@ class Observer:
             state.finished = time.time()
             if state.skip or not 200 <= state.status < 400:
                 return  # no events: nothing to hand over
+            self.read_cart(state)
             user = state.user
             loader = self.options.user_loader
             if user is None and loader is not None:
@@ -242,6 +249,30 @@ class Observer:
         except Exception:
             self.error("finish")
 
+    def read_cart(self, state: RequestState, objects: list[Any] | None = None) -> None:
+        """Read the shop's cart (the ``cart_loader``, ``objects`` an adapter found on the
+        request, the template context's ``cart``/``basket``) into plain lines, once.
+        Adapters call it while the request and its database session are live (cart
+        objects may be ORM rows); :meth:`finish` calls it for the rest.  Never raises."""
+        if state.cart_read or state.skip:
+            return
+        ctx = state.template_context
+        if isinstance(ctx, Mapping) and "order" in ctx:
+            try:  # an order row, read while its database session is open
+                order = plain_order(ctx["order"])
+                if order is not None:
+                    state.template_context = {**ctx, "order": order}
+            except Exception:
+                self.error("order")
+        if self.options.cart_loader is None and not objects and not isinstance(
+                state.template_context, Mapping):
+            return
+        state.cart_read = True
+        try:
+            state.cart_lines = request_cart(state, self.options, objects)
+        except Exception:
+            self.error("cart")
+
     def events_in_sender(self, state: RequestState,
                          identity: dict[str, str] | None) -> list[Event]:
         """:meth:`events_of` for a deferred build on the sender thread: an error is
@@ -258,7 +289,7 @@ class Observer:
     def events_of(self, state: RequestState, user: Any = None) -> list[Event]:
         """The events to capture for a finished request: built, counted, an order
         reported once."""
-        built = build_events(state, self.options, user)
+        built = build_events(state, self.options, user, self.memory)
         events: list[Event] = []
         deduplicated = 0
         for event in built.events:
@@ -277,15 +308,8 @@ class Observer:
         return events
 
     def _first_report(self, event: Event) -> bool:
-        key = (event.visitor.sc or "", str(event.properties.get("order_id")))
-        with self._orders_lock:
-            if key in self._orders:
-                self._orders.move_to_end(key)
-                return False
-            self._orders[key] = None
-            while len(self._orders) > self.options.order_dedupe_size:
-                self._orders.popitem(last=False)
-        return True
+        key = f"{event.visitor.sc or ''}:{event.properties.get('order_id')}"
+        return self.memory.first_report(key)
 
     def error(self, where: str) -> None:
         """Log and count an error inside cdptrack (the shop's request carries on)."""

@@ -102,6 +102,9 @@ class ObserveOptions:
     user_key: str = "user"
     user_loader: Callable[[Any], Any] | None = None
     cart_key: str = "cart"
+    # ``request -> cart`` (lines, a cart row, a mapping with ``lines``/``items``); runs
+    # at the end of each tracked request, in the request (see observe/carts.py).
+    cart_loader: Callable[[Any], Any] | None = None
     cart_id_key: str = "cart_id"
     order_key: str = "last_order"
     currency: str | None = None

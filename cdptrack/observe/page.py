@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
+from .carts import cart_lines
 from .declare import declaration_of
 from .fields import first_field, read_field
 from .options import ObserveOptions, RouteRule
@@ -45,16 +48,23 @@ CATEGORY_WORDS = frozenset(
      "department", "departments"}
 )
 SEARCH_WORDS = frozenset({"search", "find"})
-CART_WORDS = frozenset({"cart", "basket", "bag"})
+CART_WORDS = frozenset({"cart", "basket", "bag", "addtocart", "removefromcart", "carts",
+                        "baskets"})
 CHECKOUT_WORDS = frozenset({"checkout"})
 ORDER_DONE_WORDS = frozenset(
     {"success", "thank-you", "thankyou", "thanks", "thank_you", "confirmation", "complete",
      "completed", "order-complete", "order-completed", "order-confirmation",
      "order_confirmation", "order-received", "receipt"}
 )
+# Words of a segment (split on "-" and "_") that say "the order went through".
+ORDER_DONE_TOKENS = frozenset(
+    {"success", "thankyou", "thanks", "confirmation", "complete", "completed", "received",
+     "receipt"})
 WISHLIST_WORDS = frozenset({"wishlist", "wishlists", "favorites", "favourites", "wish-list"})
 SIGN_IN_WORDS = frozenset({"login", "signin", "sign-in", "sign_in", "log-in", "log_in"})
 REGISTER_WORDS = frozenset({"register", "signup", "sign-up", "sign_up", "join"})
+REMOVE_TOKENS = frozenset({"remove", "delete", "move", "clear", "unfavorite"})
+ORDER_WORDS = frozenset({"order", "orders"})
 
 ENDPOINT_KINDS: dict[str, str] = {
     **dict.fromkeys(
@@ -65,8 +75,9 @@ ENDPOINT_KINDS: dict[str, str] = {
          "get_category", "category_view", "collection"), "category"),
     **dict.fromkeys(("search", "search_page", "search_results", "product_search"),
                     "search"),
-    **dict.fromkeys(("cart", "view_cart", "show_cart", "cart_page", "get_cart", "basket"),
-                    "cart"),
+    **dict.fromkeys(("cart", "view_cart", "show_cart", "cart_page", "get_cart", "basket",
+                     "cart_detail", "add_to_cart", "cart_add", "remove_from_cart",
+                     "cart_remove", "update_cart", "cart_update"), "cart"),
     **dict.fromkeys(("checkout", "checkout_page"), "checkout"),
     **dict.fromkeys(
         ("order_confirmation", "thank_you", "thankyou", "checkout_success", "order_complete",
@@ -75,8 +86,10 @@ ENDPOINT_KINDS: dict[str, str] = {
                     "wishlist"),
     **dict.fromkeys(("login", "sign_in", "signin", "log_in"), "sign_in"),
     **dict.fromkeys(("register", "sign_up", "signup"), "register"),
-    **dict.fromkeys(("home", "index", "homepage", "home_page"), "home"),
 }
+# Endpoint names that mean the home page only at the site root ("index" is also the
+# name of every app's list view in Django shops).
+HOME_ENDPOINTS = frozenset({"home", "index", "homepage", "home_page"})
 
 PAGE_NAMES = {
     "home": "Home", "product": "Product", "category": "Category", "search": "Search",
@@ -85,15 +98,66 @@ PAGE_NAMES = {
 }
 
 _PARAM_RE = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>|\{([^{}:]+)(?::[^{}]*)?\}")
+_SEGMENT_PARAMS = re.compile(r"\{([^{}]+)\}")
+_TOKEN_SPLIT = re.compile(r"[-_.]")
+_LANGUAGE = re.compile(r"^[a-z]{2}(?:[-_][a-z]{2,4})?$")
+_API_WORDS = re.compile(r"^(?:api|rest|v\d+(?:\.\d+)?)$")
+_LANGUAGE_PARAMS = frozenset({"lang", "language", "locale", "lang_code", "language_code"})
+_ID_PARAMS = frozenset({"pk", "id", "uuid", "sku", "number"})
 _CACHE_LIMIT = 4096
-_convention_cache: dict[tuple[str | None, str | None, bool], PageDeclaration | None] = {}
+_convention_cache: dict[tuple[str | None, str | None, str], PageDeclaration | None] = {}
 
 
 def normalize_template(template: str) -> str:
-    """``/product/<int:id>`` and ``/products/{id:int}`` both become ``/product/{id}``."""
+    """A route template as every framework writes it, in one form: Flask and Django
+    converters (``/product/<int:id>``), Starlette's (``/products/{id:int}``) and regular
+    expression groups (``^p/(?P<pk>\\d+)/$``) all become ``{name}``:
+    ``/product/{id}``, ``/products/{id}``, ``/p/{pk}/``."""
+    if "(?P<" in template or template.startswith("^") or template.endswith("$"):
+        template = _regex_template(template)
     if "<" not in template and ":" not in template:
         return template
     return _PARAM_RE.sub(lambda m: "{" + (m.group(1) or m.group(2)).strip() + "}", template)
+
+
+def _regex_template(route: str) -> str:
+    # ``^p/(?P<pk>\d+)-(?P<slug>.*)/$`` → ``p/{pk}-{slug}/``: named groups become
+    # parameters, escapes their character, anchors and other group syntax vanish.
+    out: list[str] = []
+    i, n = 0, len(route)
+    while i < n:
+        if route.startswith("(?P<", i):
+            close = route.find(">", i)
+            name = route[i + 4:close]
+            depth, j = 1, close + 1
+            while j < n and depth:
+                if route[j] == "\\":
+                    j += 1
+                elif route[j] == "(":
+                    depth += 1
+                elif route[j] == ")":
+                    depth -= 1
+                j += 1
+            out.append("{" + name + "}")
+            i = j
+            continue
+        char = route[i]
+        if char == "\\" and i + 1 < n:
+            if route[i + 1] not in "AZzb":
+                out.append(route[i + 1])
+            i += 2
+            continue
+        if char not in "^$?":
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def route_shape(template: str) -> str:
+    """A template without its parameter names: ``/p/<int:id>`` and ``/p/{sku}`` are both
+    ``/p/{}``; how route rules are matched, so a rule written with another framework's
+    converters, or another parameter name, still applies."""
+    return _SEGMENT_PARAMS.sub("{}", normalize_template(template)).rstrip("/") or "/"
 
 
 # --- which page ---------------------------------------------------------------------
@@ -101,53 +165,146 @@ def normalize_template(template: str) -> str:
 
 def resolve_page(state: RequestState, options: ObserveOptions) -> PageDeclaration | None:
     """The page kind and key parameter of a request: declaration, rule, convention."""
-    if state.declared is not None:
-        return state.declared
-    decl = declaration_of(state.endpoint)
-    if decl is not None:
-        return decl
-    rules = options.route_rules
-    if rules:
-        rule = _rule_for(state, rules)
-        if rule is not None:
-            return PageDeclaration(rule.kind, rule.key)
-    if not options.conventions:
-        return None
-    cache_key = (state.route_template, state.endpoint_name, state.method == "GET")
-    if state.route_template is None and state.endpoint_name is None:
-        return path_convention(state.path[len(state.script_root):] or "/", state.method)
-    try:
-        return _convention_cache[cache_key]
-    except KeyError:
-        pass
-    found = convention(state.route_template, state.endpoint_name, state.method)
-    if len(_convention_cache) >= _CACHE_LIMIT:
-        _convention_cache.clear()
-    _convention_cache[cache_key] = found
+    found, _source = resolve_page_source(state, options)
     return found
 
 
-def _rule_for(state: RequestState, rules: Mapping[str, RouteRule]) -> RouteRule | None:
-    if state.route_template is not None:
-        rule = rules.get(state.route_template) or rules.get(
-            normalize_template(state.route_template))
+def resolve_page_source(state: RequestState, options: ObserveOptions
+                        ) -> tuple[PageDeclaration | None, str]:
+    """:func:`resolve_page` and where its answer came from: ``"declaration"``,
+    ``"rule"``, ``"convention"`` or ``"none"``."""
+    if state.declared is not None:
+        return state.declared, "declaration"
+    decl = declaration_of(state.endpoint)
+    if decl is not None:
+        return decl, "declaration"
+    rules = options.route_rules
+    if rules:
+        rule = rule_index(rules).find(state)
         if rule is not None:
-            return rule
-    if state.endpoint_name is not None:
-        return rules.get(state.endpoint_name) or rules.get(
-            state.endpoint_name.rsplit(".", 1)[-1])
-    return None
+            return PageDeclaration(rule.kind, rule.key), "rule"
+    if not options.conventions:
+        return None, "none"
+    template = state.route_template
+    if template is not None and state.script_root and template.startswith(
+            state.script_root.rstrip("/") + "/"):
+        template = template[len(state.script_root.rstrip("/")):]
+    if template is None and state.endpoint_name is None:
+        found = path_convention(state.path[len(state.script_root):] or "/", state.method)
+        return found, "convention" if found is not None else "none"
+    cache_key = (template, state.endpoint_name, state.method)
+    try:
+        found = _convention_cache[cache_key]
+    except KeyError:
+        found = convention(template, state.endpoint_name, state.method)
+        if len(_convention_cache) >= _CACHE_LIMIT:
+            _convention_cache.clear()
+        _convention_cache[cache_key] = found
+    return found, "convention" if found is not None else "none"
+
+
+class RuleIndex:
+    """Route rules keyed the way routes are compared: by endpoint name and by
+    :func:`route_shape` (with and without the application's root path).  Remembers
+    which rules ever matched, and warns once about a rule whose pattern a request's path
+    fits although the rule never applied to its route (a key the router writes
+    otherwise): the rule is named, and so is the route the framework reported."""
+
+    CHECKED_REQUESTS = 1000
+
+    def __init__(self, rules: Mapping[str, RouteRule]) -> None:
+        self.by_shape: dict[str, tuple[str, RouteRule]] = {}
+        self.by_name: dict[str, RouteRule] = {}
+        self.patterns: list[tuple[str, re.Pattern[str]]] = []
+        for key, rule in rules.items():
+            if key.startswith("/") or "{" in key or "<" in key or key.startswith("^"):
+                shape = route_shape(key if key.startswith(("/", "^")) else "/" + key)
+                if not shape.startswith("/"):
+                    shape = "/" + shape
+                self.by_shape.setdefault(shape, (key, rule))
+                self.patterns.append((key, _shape_pattern(shape)))
+            else:
+                self.by_name[key] = rule
+        self.matched: set[str] = set()
+        self.warned: set[str] = set()
+        self.checked = 0
+        self._lock = threading.Lock()
+
+    def find(self, state: RequestState) -> RouteRule | None:
+        template = state.route_template
+        if template is not None:
+            shape = route_shape(template)
+            found = self.by_shape.get(shape)
+            root = state.script_root.rstrip("/")
+            if found is None and root:
+                if shape.startswith(root + "/"):
+                    found = self.by_shape.get(shape[len(root):])
+                else:
+                    found = self.by_shape.get(route_shape(root + template))
+            if found is not None:
+                self.matched.add(found[0])
+                return found[1]
+        name = state.endpoint_name
+        if name is not None:
+            rule = self.by_name.get(name) or self.by_name.get(name.rsplit(".", 1)[-1])
+            if rule is not None:
+                return rule
+        if self.patterns and self.checked < self.CHECKED_REQUESTS:
+            self._check_unmatched(state)
+        return None
+
+    def _check_unmatched(self, state: RequestState) -> None:
+        with self._lock:
+            self.checked += 1
+            path = state.path.rstrip("/") or "/"
+            root = state.script_root.rstrip("/")
+            local = (path[len(root):] or "/") if root and path.startswith(root) else path
+            for key, pattern in self.patterns:
+                if key in self.matched or key in self.warned:
+                    continue
+                if pattern.match(path) or pattern.match(local):
+                    self.warned.add(key)
+                    logger.warning(
+                        "cdptrack: route rule %r fits the path %s but never applied: the "
+                        "framework reports its route as %r (endpoint %r); write the rule "
+                        "with that route or endpoint", key, state.path,
+                        state.route_template, state.endpoint_name)
+
+
+def _shape_pattern(shape: str) -> re.Pattern[str]:
+    parts = [re.escape(p) for p in shape.split("{}")]
+    return re.compile("^" + "[^/]+".join(parts) + "/?$")
+
+
+_rule_indexes: dict[int, tuple[Mapping[str, RouteRule], RuleIndex]] = {}
+
+
+def rule_index(rules: Mapping[str, RouteRule]) -> RuleIndex:
+    """The :class:`RuleIndex` of a rules mapping (built once per mapping)."""
+    found = _rule_indexes.get(id(rules))
+    if found is not None and found[0] is rules:
+        return found[1]
+    index = RuleIndex(rules)
+    if len(_rule_indexes) >= 64:
+        _rule_indexes.clear()
+    _rule_indexes[id(rules)] = (rules, index)
+    return index
 
 
 def convention(template: str | None, endpoint_name: str | None,
                method: str = "GET") -> PageDeclaration | None:
-    """The page a route template or endpoint name suggests by common shop naming."""
+    """The page a route template or endpoint name suggests by common shop naming, for a
+    request with ``method`` (a DELETE never adds, a POST under a wishlist that adds to
+    the cart is a cart change)."""
     if template is not None:
         found = _template_convention(normalize_template(template), method)
         if found is not None:
             return found
     if endpoint_name:
-        kind = ENDPOINT_KINDS.get(endpoint_name.rsplit(".", 1)[-1].lower())
+        name = endpoint_name.rsplit(".", 1)[-1].lower()
+        kind = ENDPOINT_KINDS.get(name)
+        if kind is None and name in HOME_ENDPOINTS and template in (None, "", "/"):
+            kind = "home"
         if kind is not None:
             return _method_fits(PageDeclaration(kind), method)
     return None
@@ -157,61 +314,128 @@ def _method_fits(decl: PageDeclaration, method: str) -> PageDeclaration | None:
     # A GET of /login or /register shows a form; only a submission signs anyone in.
     if decl.kind in ("sign_in", "register") and method == "GET":
         return None
+    if method == "DELETE" and decl.kind not in ("cart",):
+        return None
     return decl
 
 
+def _tokens(segment: str) -> list[str]:
+    return [t for t in _TOKEN_SPLIT.split(segment) if t]
+
+
+def _strip_prefixes(segments: list[str]) -> list[str]:
+    # /en-gb/..., /{lang}/..., /api/v1/...: where a shop is mounted says nothing about
+    # what a page is.
+    i = 0
+    if segments:
+        first = segments[0]
+        params = _SEGMENT_PARAMS.fullmatch(first)
+        if (params and params.group(1).lower() in _LANGUAGE_PARAMS) or _LANGUAGE.match(
+                first.lower()):
+            i = 1
+    while i < len(segments) and _API_WORDS.match(segments[i].lower()):
+        i += 1
+    return segments[i:]
+
+
+def _product_param(params: list[str]) -> str | None:
+    for name in params:
+        if "product" in name.lower():
+            return name
+    for name in params:
+        low = name.lower()
+        if low in _ID_PARAMS or low in ("item_id", "item", "sku"):
+            return name
+    return None
+
+
+def _key_param(params: list[str]) -> str | None:
+    """The parameter that names the thing: an id-like one (``pk``, ``id``, ``*_id``)
+    before a slug, else the last."""
+    for name in params:
+        low = name.lower()
+        if low in _ID_PARAMS or low.endswith(("_id", "_pk", "_uuid")):
+            return name
+    return params[-1] if params else None
+
+
 def _template_convention(template: str, method: str) -> PageDeclaration | None:
-    segments = [s for s in template.strip("/").split("/") if s]
+    segments = _strip_prefixes([s for s in template.strip("/").split("/") if s])
     if not segments:
-        return PageDeclaration("home")
-    params = [s[1:-1] for s in segments if s.startswith("{") and s.endswith("}")]
-    words = [s.lower() for s in segments]
-    last_literal = next((w for w in reversed(words) if not w.startswith("{")), "")
-    for i, word in enumerate(words):
-        if word in WISHLIST_WORDS:
-            rest = words[i + 1:]
-            if "add" in rest or (method != "GET" and "remove" not in rest
-                                 and "delete" not in rest):
-                key = params[-1] if params else None
-                return PageDeclaration("wishlist", key)
-            return None
-    if last_literal in ORDER_DONE_WORDS:
-        key = next((p for p in params if "order" in p.lower()), params[-1] if params else None)
+        return PageDeclaration("home") if method != "DELETE" else None
+    params = _SEGMENT_PARAMS.findall("/".join(segments))
+    literal = [(i, s.lower()) for i, s in enumerate(segments) if "{" not in s]
+    tokens = {t for _, s in literal for t in _tokens(s)} | {s for _, s in literal}
+    last_literal = literal[-1][1] if literal else ""
+    if method != "DELETE" and (last_literal in ORDER_DONE_WORDS or (
+            ORDER_DONE_TOKENS.intersection(_tokens(last_literal))
+            and not tokens.intersection(WISHLIST_WORDS))):
+        key = next((p for p in params if "order" in p.lower()), None) or _key_param(params)
         return PageDeclaration("order", key)
-    for i, word in enumerate(words[:-1]):
+    for i, word in literal:
+        if word in WISHLIST_WORDS or WISHLIST_WORDS.intersection(_tokens(word)):
+            return _wishlist_convention(segments[i + 1:], method)
+    if CHECKOUT_WORDS.intersection(tokens):
+        return PageDeclaration("checkout")
+    if method == "POST" and ORDER_WORDS.intersection(tokens) and (
+            last_literal in ("create", "new", "place", "checkout")):
+        return PageDeclaration("checkout")  # an order placed from the cart
+    if CART_WORDS.intersection(tokens):
+        return PageDeclaration("cart", _product_param(params))
+    if SEARCH_WORDS.intersection(tokens) and not ORDER_WORDS.intersection(tokens):
+        return PageDeclaration("search") if method == "GET" else None
+    for i, word in literal:
+        if i + 1 >= len(segments):
+            continue
         nxt = segments[i + 1]
-        if not (nxt.startswith("{") and nxt.endswith("}")):
+        if "{" not in nxt:
             continue
         tail = segments[i + 2:]
-        if any(not (t.startswith("{") and t.endswith("}")) for t in tail) or len(tail) > 1:
+        if any("{" not in t for t in tail) or len(tail) > 1:
             continue
-        if word in PRODUCT_WORDS:
-            return PageDeclaration("product", nxt[1:-1])
-        if word in CATEGORY_WORDS:
-            return PageDeclaration("category", nxt[1:-1])
-    if words[-1] in SEARCH_WORDS:
-        return PageDeclaration("search")
-    if words[-1] in CART_WORDS:
-        return PageDeclaration("cart")
-    if words[-1] in CHECKOUT_WORDS:
-        return PageDeclaration("checkout")
-    if words[-1] in SIGN_IN_WORDS:
+        here = _SEGMENT_PARAMS.findall(nxt)
+        is_product = word in PRODUCT_WORDS or (
+            word in CATEGORY_WORDS and any("product" in p.lower() for p in here))
+        if is_product or word in CATEGORY_WORDS:
+            if method in ("DELETE", "PUT", "PATCH"):
+                return None  # a REST update of the catalogue, not a page
+            # /product/{id}/{slug}: the first names it; /p/{pk}-{slug}: the id does
+            key = here[0] if len(here) == 1 and tail else _key_param(here) or here[-1]
+            return PageDeclaration("product" if is_product else "category", key)
+    if last_literal in SIGN_IN_WORDS or (last_literal == "token" and method == "POST"):
         return _method_fits(PageDeclaration("sign_in"), method)
-    if words[-1] in REGISTER_WORDS:
+    if last_literal in REGISTER_WORDS:
         return _method_fits(PageDeclaration("register"), method)
+    return None
+
+
+def _wishlist_convention(rest: list[str], method: str) -> PageDeclaration | None:
+    # Under a wishlist: a DELETE or a remove/delete/move removes (no event); a POST that
+    # adds to the cart is a cart change; an "add" (or a POST naming a product) adds.
+    if method == "DELETE":
+        return None
+    words = {t for s in rest if "{" not in s for t in (*_tokens(s.lower()), s.lower())}
+    params = _SEGMENT_PARAMS.findall("/".join(rest))
+    if CART_WORDS.intersection(words):
+        return PageDeclaration("cart", _product_param(params)) if method != "GET" else None
+    if REMOVE_TOKENS.intersection(words):
+        return None
+    product = _product_param(params)
+    if "add" in words or (method in ("POST", "PUT") and product is not None):
+        return PageDeclaration("wishlist", product or (params[-1] if params else None))
     return None
 
 
 def path_convention(path: str, method: str) -> PageDeclaration | None:
     """Conventions on a bare request path (no router told us the template): the segment
     after a product or category word is taken as its key."""
-    segments = [s for s in path.strip("/").split("/") if s]
+    segments = _strip_prefixes([s for s in path.strip("/").split("/") if s])
     if not segments:
         return PageDeclaration("home")
     words = [s.lower() for s in segments]
-    if len(words) >= 2 and words[-2] in PRODUCT_WORDS:
+    if len(words) >= 2 and words[-2] in PRODUCT_WORDS and method == "GET":
         return PageDeclaration("product", "__path__")
-    if len(words) >= 2 and words[-2] in CATEGORY_WORDS:
+    if len(words) >= 2 and words[-2] in CATEGORY_WORDS and method == "GET":
         return PageDeclaration("category", "__path__")
     return _template_convention(path, method)
 
@@ -403,12 +627,81 @@ def search_details(state: RequestState, options: ObserveOptions,
 
 ORDER_KEYS = ("total", "revenue", "subtotal", "shipping", "tax", "discount", "coupon",
               "currency", "status", "affiliation", "checkout_id")
+# Shop field names for each order property, first found wins (Oscar's ``*_incl_tax``).
+ORDER_FIELDS: dict[str, tuple[str, ...]] = {
+    "total": ("total", "total_incl_tax", "grand_total", "total_price", "amount_total"),
+    "subtotal": ("subtotal", "basket_total_incl_tax", "subtotal_incl_tax"),
+    "shipping": ("shipping", "shipping_incl_tax", "shipping_charge", "shipping_total"),
+    "tax": ("tax", "total_tax", "tax_total"),
+}
+# An order's number (what the customer sees) before its database id.
+ORDER_ID_FIELDS = ("order_id", "number", "order_number", "reference")
+ORDER_DB_ID_FIELDS = ("id", "pk")
+ORDER_LINE_LISTS = ("products", "lines", "items", "order_items", "line_items")
+
+
+def _plain_value(value: Any) -> Any:
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def order_identifiers(source: Any) -> tuple[str | None, set[str]]:
+    """``(order id to report, every id the order answers to)``: its number
+    (``number``/``order_number``/``reference``) before its database id."""
+    names = [_text(read_field(source, n)) for n in ORDER_ID_FIELDS + ORDER_DB_ID_FIELDS]
+    known = {n for n in names if n is not None}
+    return next((n for n in names if n is not None), None), known
+
+
+def _order_lines(source: Any) -> list[dict[str, Any]] | None:
+    """An order's lines (a list, or a Django related manager) as product dicts."""
+    for name in ORDER_LINE_LISTS:
+        lines = as_list(read_field(source, name))
+        if lines is not None:
+            found = cart_lines(lines)
+            return list(found.values()) if found is not None else None
+    return None
+
+
+def plain_order(order: Any) -> dict[str, Any] | None:
+    """An order object (an ORM row) read into a plain dict now, while its database
+    session is open: the fields :func:`order_details` reads.  ``None`` for data that
+    is plain already or not an order."""
+    if order is None or isinstance(order, (Mapping, str, bytes, int, float, bool)):
+        return None
+    sid, _ = order_identifiers(order)
+    if sid is None:
+        return None
+    out: dict[str, Any] = {}
+    for name in ORDER_ID_FIELDS + ORDER_DB_ID_FIELDS + ("email", "guest_email",
+                                                        "currency", "status", "coupon"):
+        value = _text(read_field(order, name))
+        if value is not None:
+            out[name] = value
+    for name in ORDER_KEYS:
+        for field_name in ORDER_FIELDS.get(name, (name,)):
+            value = read_field(order, field_name)
+            if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+                out[name] = _plain_value(value)
+                break
+    if "email" not in out:
+        email = read_field(read_field(order, "user"), "email")
+        if isinstance(email, str) and email:
+            out["email"] = email
+    lines = _order_lines(order)
+    if lines is not None:
+        out["products"] = lines
+    return out
 
 
 def order_details(state: RequestState, options: ObserveOptions,
                   key: str | None) -> tuple[dict[str, Any], str | None]:
     """``(properties, email)`` of the completed order; the email, when the order has
-    one, fills the visitor block so contact-keyed APIs can take the event."""
+    one, fills the visitor block so contact-keyed APIs can take the event.
+
+    The order comes from the view's return value, the template context (``order``), an
+    order the adapter found on the request, or the session's last order.  Its id is the
+    order number before the database id, also when the route's key is the database id
+    (``/thank-you/<pk>``); money in ``Decimal`` becomes numbers."""
     result = state.view_result
     candidates = [
         _nested(result, "order"),
@@ -424,26 +717,25 @@ def order_details(state: RequestState, options: ObserveOptions,
     for source in candidates:
         if source is None or not _is_data(source):
             continue
-        # An order is known by several ids (a UUID pk and a shop-facing number): the
-        # page's key may be any of them.
-        ids = [_text(read_field(source, name)) for name in ("order_id", "number", "id")]
-        sid = next((i for i in ids if i is not None), None)
-        if order_id is not None and sid is not None and order_id not in ids:
+        sid, known = order_identifiers(source)
+        if order_id is not None and known and order_id not in known:
             continue
-        sid = ids[0] or ids[1] or sid
-        order_id = order_id or sid
+        order_id = sid if sid is not None and not explicit.get("order_id") else order_id
         for name in ORDER_KEYS:
-            value = read_field(source, name)
+            value = None
+            for field_name in ORDER_FIELDS.get(name, (name,)):
+                value = read_field(source, field_name)
+                if value is not None:
+                    break
             if value is not None and not isinstance(value, (dict, list)):
-                props[name] = value
-        for name in ("products", "lines", "items"):
-            lines = as_list(read_field(source, name))
-            if lines is not None:
-                props["products"] = [p for p in (
-                    product_line(x, fields=options.product_fields) for x in lines) if p]
-                break
-        found_email = read_field(source, "email")
-        email = found_email if isinstance(found_email, str) else None
+                props[name] = _plain_value(value)
+        lines = _order_lines(source)
+        if lines is not None:
+            props["products"] = lines
+        found_email = read_field(source, "email") or read_field(source, "guest_email")
+        if not isinstance(found_email, str):
+            found_email = read_field(read_field(source, "user"), "email")
+        email = found_email if isinstance(found_email, str) and found_email else None
         break
     props.update({k: v for k, v in explicit.items() if k != "email"})
     if isinstance(explicit.get("email"), str):
@@ -461,6 +753,7 @@ def order_details(state: RequestState, options: ObserveOptions,
 
 __all__ = [
     "PAGE_NAMES",
+    "RuleIndex",
     "catalogue_product",
     "category_details",
     "convention",
@@ -468,7 +761,11 @@ __all__ = [
     "normalize_template",
     "order_details",
     "path_convention",
+    "plain_order",
     "product_details",
     "resolve_page",
+    "resolve_page_source",
+    "route_shape",
+    "rule_index",
     "search_details",
 ]

@@ -48,6 +48,8 @@ class RequestState:
     """Per-request facts, filled in by the middleware, the adapter and the view."""
 
     __slots__ = (
+        "cart_lines",
+        "cart_read",
         "cookies",
         "custom_events",
         "declared",
@@ -67,6 +69,7 @@ class RequestState:
         "raw",
         "referer",
         "request",
+        "response_json",
         "route_template",
         "sc",
         "sc_new",
@@ -132,6 +135,11 @@ class RequestState:
         self.session_after: SessionSnapshot | None = None
         self.session_cookie_after: str | None = None  # raw value from a Set-Cookie
         self.user: Any = None
+        # The shop's own cart (:mod:`cdptrack.observe.carts`), read into plain lines
+        # before the request ends; the JSON body of a cart or order route's answer.
+        self.cart_lines: dict[str, dict[str, Any]] | None = None
+        self.response_json: bytes | None = None
+        self.cart_read = False  # the sources were asked once (found or not)
         self.skip = False
         self.finished = 0.0  # time.time() when the response was complete; declarations
         # made after that (a background task) are ignored, as the events may be built

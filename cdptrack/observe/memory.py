@@ -1,0 +1,138 @@
+"""What the observer remembers across requests: each visitor's last cart and the orders
+already reported.
+
+Two kinds of memory with one interface:
+
+* :class:`LocalMemory` (default): bounded LRUs in this process (``carts`` visitors,
+  ``orders`` order keys); the oldest entry is forgotten first.
+* :class:`RedisMemory`: used when the outbox is Redis, so that every process of a fleet
+  agrees: a cart is one key per visitor (``{prefix}:cart:<visitor>``, JSON lines,
+  expiring after ``cart_ttl`` seconds) and an order report is a ``SET NX`` key
+  (``{prefix}:order:<visitor>:<order id>``, ``order_ttl``).  When Redis does not answer,
+  the local memory stands in (counted by the caller as ``memory_fallback``) so a Redis
+  outage never loses or blocks an event.
+
+These are read and written when events are built: on the sender thread with the
+default deferred build, never in the shop's request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+logger = logging.getLogger("cdptrack.observe")
+
+Lines = dict[str, dict[str, Any]]
+
+CART_TTL = 30 * 24 * 3600
+ORDER_TTL = 180 * 24 * 3600
+
+
+class LocalMemory:
+    """In-process memory, bounded (see the module docstring).  Thread-safe."""
+
+    def __init__(self, carts: int = 100_000, orders: int = 10_000) -> None:
+        self._carts: OrderedDict[str, Lines] = OrderedDict()
+        self._orders: OrderedDict[str, None] = OrderedDict()
+        self._max_carts, self._max_orders = carts, orders
+        self._lock = threading.Lock()
+
+    def swap_cart(self, visitor: str, lines: Lines) -> Lines | None:
+        """Remember ``lines`` as the visitor's cart; return the cart remembered before
+        (``None``: this visitor's cart was never seen)."""
+        with self._lock:
+            old = self._carts.pop(visitor, None)
+            self._carts[visitor] = lines
+            while len(self._carts) > self._max_carts:
+                self._carts.popitem(last=False)
+        return old
+
+    def first_report(self, key: str) -> bool:
+        """``True`` the first time ``key`` (visitor + order id) is reported."""
+        with self._lock:
+            if key in self._orders:
+                self._orders.move_to_end(key)
+                return False
+            self._orders[key] = None
+            while len(self._orders) > self._max_orders:
+                self._orders.popitem(last=False)
+        return True
+
+
+class RedisMemory:
+    """Fleet-wide memory in Redis, with :class:`LocalMemory` standing in when Redis
+    fails.  ``url`` is the outbox URL (its ``prefix`` option is honoured, other cdptrack
+    options are dropped before connecting)."""
+
+    def __init__(self, url: str, *, carts: int = 100_000, orders: int = 10_000,
+                 cart_ttl: int = CART_TTL, order_ttl: int = ORDER_TTL) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        self.prefix = query.pop("prefix", "cdptrack")
+        kept = {k: v for k, v in query.items()
+                if k.startswith("socket_") or k in ("ssl_cert_reqs", "health_check_interval")}
+        self._url = urlunsplit(parts._replace(query=urlencode(kept)))
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.local = LocalMemory(carts, orders)
+        self.cart_ttl, self.order_ttl = cart_ttl, order_ttl
+        self.failures = 0
+
+    def _redis(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import redis
+
+                self._client = redis.Redis.from_url(
+                    self._url, socket_timeout=2, socket_connect_timeout=2)
+            return self._client
+
+    def _failed(self, what: str) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 1000 == 0:
+            logger.warning("cdptrack: Redis unavailable for the %s memory; this process "
+                           "remembers on its own meanwhile (%d failures)", what,
+                           self.failures, exc_info=self.failures == 1)
+
+    def swap_cart(self, visitor: str, lines: Lines) -> Lines | None:
+        try:
+            old = self._redis().set(f"{self.prefix}:cart:{visitor}",
+                                    json.dumps(lines, separators=(",", ":")),
+                                    ex=self.cart_ttl, get=True)
+        except Exception:
+            self._failed("cart")
+            return self.local.swap_cart(visitor, lines)
+        if old is None:
+            return None
+        try:
+            found = json.loads(old)
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
+
+    def first_report(self, key: str) -> bool:
+        try:
+            return bool(self._redis().set(f"{self.prefix}:order:{key}", b"1", nx=True,
+                                          ex=self.order_ttl))
+        except Exception:
+            self._failed("order")
+            return self.local.first_report(key)
+
+
+Memory = LocalMemory | RedisMemory
+
+
+def memory_for(outbox_url: str | None, *, orders: int = 10_000) -> Memory:
+    """:class:`RedisMemory` when the outbox URL is Redis, else :class:`LocalMemory`."""
+    text = (outbox_url or "").strip()
+    if text.startswith(("redis://", "rediss://", "unix://")):
+        return RedisMemory(text, orders=orders)
+    return LocalMemory(orders=orders)
+
+
+__all__ = ["CART_TTL", "ORDER_TTL", "LocalMemory", "Memory", "RedisMemory", "memory_for"]
