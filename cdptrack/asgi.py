@@ -23,7 +23,7 @@ from typing import Any
 
 from .capture import EventSink
 from .config import Config
-from .observe.core import Observer
+from .observe.core import Observer, plain_path, url_path
 from .observe.declare import ignored
 from .observe.options import ObserveOptions
 from .observe.session import fill_session_from_cookies, session_from_set_cookie, snapshot_later
@@ -42,6 +42,10 @@ _WANTED_HEADERS: dict[bytes, str] = {
         "cookie", "user-agent", "sec-gpc", "sec-purpose", "purpose", "x-purpose", "x-moz",
         "referer", "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
 }
+# Headers a client or proxy may send as several fields, and how their values join
+# (HTTP/2 clients send one ``cookie`` field per cookie; proxies may add a field).
+_JOINED: dict[str, str] = {"cookie": "; ", "x-forwarded-for": ", ",
+                           "x-forwarded-proto": ", ", "x-forwarded-host": ", "}
 SHUTDOWN_TIMEOUT = 5.0
 
 
@@ -121,8 +125,11 @@ class CDPTrackMiddleware:
             wanted = _WANTED_HEADERS.get
             for name, value in scope.get("headers") or ():
                 key = wanted(name)
-                if key is not None and key not in headers:
-                    headers[key] = value.decode("latin-1")
+                if key is not None:
+                    if key not in headers:
+                        headers[key] = value.decode("latin-1")
+                    elif key in _JOINED:
+                        headers[key] += _JOINED[key] + value.decode("latin-1")
             client = scope.get("client")
             root_path = scope.get("root_path", "")
             path = scope.get("path", "/")
@@ -132,10 +139,16 @@ class CDPTrackMiddleware:
             if host is None:
                 server = scope.get("server")
                 host = f"{server[0]}:{server[1]}" if server else "localhost"
+            requested = None
+            if not plain_path(path):
+                raw_path = scope.get("raw_path")
+                requested = url_path(
+                    path.encode("utf-8", "surrogateescape"),
+                    raw_path.decode("latin-1") if isinstance(raw_path, bytes) else None)
             state = observer.begin(
                 scope.get("method", "GET"), scope.get("scheme", "http"), host, path,
                 (scope.get("query_string") or b"").decode("latin-1"), root_path,
-                client[0] if client else None, headers, scope,
+                client[0] if client else None, headers, scope, requested,
             )
             if state is None:
                 return None
@@ -192,12 +205,17 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
         if state.sc_new and ignored(scope.get("endpoint")):
             state.skip = True  # @track.ignore() on an endpoint class: no visitor cookie
         headers = message.get("headers") or []
+        visitor_cookie = observer.visitor_cookie_prefix
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-type":
                 state.html = value[:9].lower() == b"text/html"
-            elif lower == b"set-cookie" and value.startswith(session_cookie):
-                state.session_cookie_after = session_from_set_cookie(value.decode("latin-1"))
+            elif lower == b"set-cookie":
+                if value.startswith(session_cookie):
+                    state.session_cookie_after = session_from_set_cookie(
+                        value.decode("latin-1"))
+                elif value.startswith(visitor_cookie):
+                    observer.app_set_visitor(state, value.decode("latin-1"))
         cookie = observer.response_cookie(state, message["status"])
         if cookie is not None:
             return {**message, "headers": [*headers, (b"set-cookie", cookie.encode("latin-1"))]}

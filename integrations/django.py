@@ -56,7 +56,7 @@ from django.utils.functional import LazyObject
 
 from cdptrack.capture import EventSink
 from cdptrack.config import Config
-from cdptrack.observe.core import Observer
+from cdptrack.observe.core import Observer, plain_path, url_path
 from cdptrack.observe.declare import ignored
 from cdptrack.observe.fields import raw_get
 from cdptrack.observe.options import ObserveOptions, split_options
@@ -234,9 +234,14 @@ def _begin_state(observer: Observer, request: HttpRequest) -> RequestState | Non
             f"{meta.get('SERVER_NAME', 'localhost')}:{meta.get('SERVER_PORT', '80')}"
     path, path_info = request.path, request.path_info
     script = path[:-len(path_info)] if path_info and path.endswith(path_info) else ""
+    requested = None
+    if not plain_path(path):  # Django decoded the path (UTF-8): report it as requested
+        requested = url_path(path.encode("utf-8", "surrogateescape"),
+                             meta.get("RAW_URI") or meta.get("REQUEST_URI"))
     return observer.begin(
         request.method or "GET", request.scheme or "http", host, path,
         meta.get("QUERY_STRING", ""), script, meta.get("REMOTE_ADDR"), headers, meta,
+        requested,
     )
 
 
@@ -258,8 +263,10 @@ def _complete(observer: Observer, state: RequestState, owned: bool, request: Htt
         if not owned:
             return
         state.html = str(response.get("Content-Type", ""))[:9].lower() == "text/html"
-        if observer.options.cookie_name in response.cookies:
-            state.status = response.status_code  # the view set the cookie itself
+        name = observer.options.cookie_name
+        if name in response.cookies:
+            state.status = response.status_code  # the view set the cookie itself: its
+            observer.app_set_visitor(state, f"{name}={response.cookies[name].value}")
         else:
             cookie = observer.response_cookie(state, response.status_code)
             if cookie is not None:
