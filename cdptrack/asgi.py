@@ -18,6 +18,7 @@ lifespan untouched.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -35,6 +36,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("cdptrack.observe")
 
 # The request headers the observer reads, by their raw ASGI name (lower-case bytes).
 _WANTED_HEADERS: dict[bytes, str] = {
@@ -78,6 +81,10 @@ class CDPTrackMiddleware:
             created = False
         self.observer = observer
         self.manage_tracker = created if manage_tracker is None else manage_tracker
+        # App-level (not per-request) facts: whether a lifespan started the tracker,
+        # and whether the missing lifespan was reported.
+        self._lifespan_seen = False
+        self._warned_no_lifespan = False
         self._session_cookie = observer.options.session_cookie_name.encode("latin-1") + b"="
 
     @property
@@ -93,6 +100,8 @@ class CDPTrackMiddleware:
         if scope_type != "http" or GUARD_KEY in scope:
             await self.app(scope, receive, send)
             return
+        if self.manage_tracker and not self._lifespan_seen and not self._warned_no_lifespan:
+            self._warn_no_lifespan()
         scope[GUARD_KEY] = True
         state = self._begin(scope)
         if state is None:
@@ -161,9 +170,19 @@ class CDPTrackMiddleware:
             observer.error("begin")
             return None
 
+    def _warn_no_lifespan(self) -> None:
+        self._warned_no_lifespan = True
+        logger.warning(
+            "cdptrack: requests arrive but no ASGI lifespan started this app's tracker "
+            "(a mounted sub-app, a server run with lifespan off, or Django): events are "
+            "drained on SIGTERM/SIGINT, at the server's shutdown and at exit instead. "
+            "Call setup() on the outermost app, or wrap a Django ASGI app with "
+            "cdptrack.integrations.django.asgi_application()")
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracker = self.observer.tracker
         observer = self.observer
+        self._lifespan_seen = True
 
         async def receive_lifespan() -> Message:
             message = await receive()
@@ -185,8 +204,14 @@ class CDPTrackMiddleware:
         await self.app(scope, receive_lifespan, send_lifespan)
 
 
-async def ashutdown(tracker: Any, observer: Observer, timeout: float = SHUTDOWN_TIMEOUT) -> None:
-    """Flush and stop a tracker from async code, bounded, never raising."""
+async def ashutdown(tracker: Any, observer: Observer | None,
+                    timeout: float | None = None) -> None:
+    """Flush and stop a tracker from async code, bounded (``timeout``, else the
+    tracker's ``shutdown_budget``, else :data:`SHUTDOWN_TIMEOUT` seconds), never
+    raising."""
+    if timeout is None:
+        budget = getattr(tracker, "shutdown_budget", None)
+        timeout = float(budget) if isinstance(budget, (int, float)) else SHUTDOWN_TIMEOUT
     try:
         stop = getattr(tracker, "ashutdown", None)
         if stop is not None:
@@ -196,7 +221,55 @@ async def ashutdown(tracker: Any, observer: Observer, timeout: float = SHUTDOWN_
         if sync_stop is not None:
             await asyncio.to_thread(sync_stop, timeout)
     except Exception:
-        observer.error("lifespan_shutdown")
+        if observer is not None:
+            observer.error("lifespan_shutdown")
+        else:
+            logger.warning("cdptrack: stopping the tracker failed", exc_info=True)
+
+
+class TrackerLifespan:
+    """An ASGI app that answers the lifespan protocol for an app that has none (Django's
+    ASGI handler refuses lifespan scopes): ``startup`` starts the tracker, ``shutdown``
+    drains it (bounded by its ``shutdown_budget``) once the server has finished its
+    graceful shutdown.  Every other scope goes to ``app`` unchanged.
+
+    ``tracker`` may be a callable returning the tracker, so a tracker that is built
+    lazily (Django's, from settings) is looked up at startup.
+    """
+
+    def __init__(self, app: ASGIApp, tracker: Any) -> None:
+        self.app = app
+        self._tracker = tracker
+
+    def _get(self) -> Any:
+        tracker = self._tracker
+        if callable(tracker) and not hasattr(tracker, "capture"):
+            return tracker()
+        return tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                try:
+                    tracker = self._get()
+                    start = getattr(tracker, "astart", None)
+                    if start is not None:
+                        await start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                try:
+                    await ashutdown(self._get(), None)
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def _on_start(observer: Observer, state: RequestState, message: Message,
@@ -265,4 +338,4 @@ def read_route(state: RequestState, scope: Scope) -> None:
     state.route_template = prefix.rstrip("/") + path_format if prefix else path_format
 
 
-__all__ = ["CDPTrackMiddleware", "ashutdown", "read_route"]
+__all__ = ["CDPTrackMiddleware", "TrackerLifespan", "ashutdown", "read_route"]

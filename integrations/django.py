@@ -159,6 +159,24 @@ def tracking_from_settings() -> DjangoTracking:
     return DjangoTracking(observer, owns)
 
 
+def asgi_application(application: Any = None) -> Any:
+    """Django's ASGI application with a lifespan that starts the process's tracker and
+    drains it (bounded by ``flush_at_exit``) after the server's graceful shutdown.
+    Django's own handler refuses lifespan scopes, so without this the tracker is
+    drained by cdptrack's signal and exit hooks instead.  In ``asgi.py``::
+
+        from cdptrack.integrations.django import asgi_application
+        application = asgi_application()   # or asgi_application(get_asgi_application())
+    """
+    from cdptrack.asgi import TrackerLifespan
+
+    if application is None:
+        from django.core.asgi import get_asgi_application
+
+        application = get_asgi_application()
+    return TrackerLifespan(application, get_tracker)
+
+
 # --- the middleware -------------------------------------------------------------------
 
 
@@ -474,6 +492,7 @@ def _warn_about_order() -> None:
 __all__ = [
     "CDPTrackMiddleware",
     "DjangoTracking",
+    "asgi_application",
     "get_tracker",
     "read_resolver_match",
     "reset",
