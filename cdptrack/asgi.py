@@ -304,6 +304,14 @@ def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
         if session is not None and state.session_after is None:
             state.session_after = snapshot_later(session, observer.options)
         fill_session_from_cookies(observer.options, state, "starlette")
+        if session is not None and state.session_before is None:
+            observer.warn_once(
+                "session_inside",
+                "cdptrack: the session appears only inside cdptrack's middleware (a "
+                "SessionMiddleware added after CDPTrackMiddleware runs inside it), so cart "
+                "changes and sign-ins cannot be compared and are not sent. Use "
+                "cdptrack.integrations.starlette.setup(app), add CDPTrackMiddleware before "
+                "SessionMiddleware, or give session_secret")
     except Exception:
         observer.error("finish")
         return

@@ -228,3 +228,50 @@ def test_a_deleted_or_malformed_app_cookie_keeps_the_request_id_and_adds_nothing
     assert [v for n, v in start_headers(sent) if n == b"set-cookie"] == [
         b'sc=""; Max-Age=0; Path=/']
     assert tracker.one("page").visitor.sc == UUID_SC
+
+
+# --- item 7: a session only inside cdptrack ---------------------------------------------------
+
+
+def _cart_app() -> Starlette:
+    async def add(request: Request) -> HTMLResponse:
+        cart = dict(request.session.get("cart") or {})
+        cart["P1"] = cart.get("P1", 0) + 1
+        request.session["cart"] = cart
+        return HTMLResponse("<p>added</p>")
+
+    return Starlette(routes=[Route("/cart/add", add, methods=["POST"])])
+
+
+def test_session_middleware_inside_cdptrack_is_reported_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from starlette.middleware.sessions import SessionMiddleware
+
+    tracker = ListTracker()
+    app = _cart_app()
+    app.add_middleware(SessionMiddleware, secret_key="s3")
+    app.add_middleware(CDPTrackMiddleware, tracker=tracker)  # outermost: sees no session
+    with caplog.at_level("WARNING", logger="cdptrack.observe"), TestClient(app) as client:
+        client.post("/cart/add")
+        client.post("/cart/add")
+    warnings_seen = [r for r in caplog.records if "appears only inside" in r.getMessage()]
+    assert len(warnings_seen) == 1
+    middleware = app.middleware_stack
+    while not isinstance(middleware, CDPTrackMiddleware):
+        middleware = middleware.app  # type: ignore[attr-defined]
+    assert middleware.observer.stats()["warning_session_inside"] == 2
+
+
+def test_setup_puts_cdptrack_inside_the_session_and_warns_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from starlette.middleware.sessions import SessionMiddleware
+
+    tracker = ListTracker()
+    app = _cart_app()
+    app.add_middleware(SessionMiddleware, secret_key="s3")
+    setup(app, tracker=tracker)
+    with caplog.at_level("WARNING", logger="cdptrack.observe"), TestClient(app) as client:
+        client.post("/cart/add")
+        client.post("/cart/add")
+    assert "appears only inside" not in caplog.text
+    assert len(tracker.named("Cart Updated")) == 2

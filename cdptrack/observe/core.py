@@ -321,6 +321,13 @@ class Observer:
         self.counters[f"errors_{where}"] += 1
         logger.warning("cdptrack: error in %s (request not affected)", where, exc_info=True)
 
+    def warn_once(self, key: str, message: str) -> None:
+        """Log a setup problem once per observer (and count each time it is seen)."""
+        counters = self.counters
+        counters[f"warning_{key}"] += 1
+        if counters[f"warning_{key}"] == 1:
+            logger.warning(message)
+
     def stats(self) -> dict[str, int]:
         """The counters: requests seen, skipped by reason, events captured, errors."""
         return dict(self.counters)
