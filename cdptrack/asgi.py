@@ -116,6 +116,10 @@ class CDPTrackMiddleware:
                 message = _on_start(observer, state, message, session_cookie, scope)
             elif (kind == "http.response.body" and not message.get("more_body", False)) \
                     or kind == "http.response.pathsend":
+                if observer.commit_first:  # durable outbox: committed before the end
+                    _finish(observer, state, scope)
+                    await send(message)
+                    return
                 await send(message)
                 _finish(observer, state, scope)
                 return

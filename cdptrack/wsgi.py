@@ -145,18 +145,27 @@ def tracked_body(body: Iterable[bytes], environ: dict[str, Any], observer: Obser
     file wrapper is returned itself, with its ``close`` hooked; a list or tuple becomes
     a list (of the same items) with ``close()``; another iterable with ``len()`` keeps
     it; anything else is wrapped in a plain iterable with ``close()``.
+
+    With a durable outbox (``observer.commit_first``) the events are built and
+    committed before the last chunk is handed to the server (a file wrapper's before
+    its first byte), so a worker killed after the client got the whole response
+    cannot lose them.
     """
+    durable = observer.commit_first
     wrapper = environ.get("wsgi.file_wrapper")
     if isinstance(wrapper, type) and isinstance(body, wrapper):
+        if durable:
+            _finish(observer, state)
+            return body  # the server closes the file itself; events are in the outbox
         hooked = _hook_close(body, observer, state)
         if hooked is not None:
             return hooked
     kind = type(body)
     if kind is list or kind is tuple:
-        return _TrackedList(body, observer, state)
+        return _TrackedList(body, observer, state, durable)
     if hasattr(body, "__len__"):
-        return _TrackedSizedBody(body, observer, state)
-    return _TrackedBody(body, observer, state)
+        return _TrackedSizedBody(body, observer, state, durable)
+    return _TrackedBody(body, observer, state, durable)
 
 
 def _hook_close(body: Any, observer: Observer, state: RequestState
@@ -193,36 +202,68 @@ def _finish(observer: Observer, state: RequestState) -> None:
     observer.finish(state)
 
 
+def _commit_first(chunks: Iterator[bytes], finish_once: Callable[[], None]
+                  ) -> Iterator[bytes]:
+    """The chunks, with the events built just before the last one is handed over."""
+    try:
+        held = next(chunks)
+    except StopIteration:
+        finish_once()
+        return
+    for chunk in chunks:
+        yield held
+        held = chunk
+    finish_once()
+    yield held
+
+
 class _TrackedList(list):  # type: ignore[type-arg]
     """A list or tuple response: the same items (``len()`` and all), plus ``close()``."""
 
-    __slots__ = ("_closed", "_observer", "_state")
+    __slots__ = ("_closed", "_durable", "_finished", "_observer", "_state")
 
-    def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState) -> None:
+    def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState,
+                 durable: bool = False) -> None:
         super().__init__(body)
         self._observer = observer
         self._state = state
-        self._closed = False
+        self._durable = durable
+        self._closed = self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._durable:
+            return _commit_first(list.__iter__(self), self.finish_once)
+        return list.__iter__(self)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        _finish(self._observer, self._state)
+        self.finish_once()
+
+    def finish_once(self) -> None:
+        """Build the events once: before the last chunk (durable outbox) or on close."""
+        if not self._finished:
+            self._finished = True
+            _finish(self._observer, self._state)
 
 
 class _TrackedBody:
     """The app's response iterable, unchanged, plus events built on ``close()``."""
 
-    __slots__ = ("_body", "_closed", "_observer", "_state")
+    __slots__ = ("_body", "_closed", "_durable", "_finished", "_observer", "_state")
 
-    def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState) -> None:
+    def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState,
+                 durable: bool = False) -> None:
         self._body = body
         self._observer = observer
         self._state = state
-        self._closed = False
+        self._durable = durable
+        self._closed = self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._durable:
+            return _commit_first(iter(self._body), self.finish_once)
         return iter(self._body)
 
     def close(self) -> None:
@@ -234,6 +275,12 @@ class _TrackedBody:
             if close is not None:
                 close()
         finally:
+            self.finish_once()
+
+    def finish_once(self) -> None:
+        """Build the events once: before the last chunk (durable outbox) or on close."""
+        if not self._finished:
+            self._finished = True
             _finish(self._observer, self._state)
 
 

@@ -53,11 +53,21 @@ def wsgiref_server(app: Any) -> Iterator[int]:
 @contextmanager
 def waitress_server(app: Any) -> Iterator[int]:
     server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
-    thread = threading.Thread(target=server.run, daemon=True)
+    closing = threading.Event()
+
+    def run() -> None:
+        try:
+            server.run()
+        except (OSError, ValueError):
+            if not closing.is_set():  # closing the sockets ends the poll loop this way
+                raise
+
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
         yield int(server.effective_port)  # type: ignore[union-attr]
     finally:
+        closing.set()
         server.close()
         thread.join(5)
 

@@ -104,6 +104,10 @@ class Observer:
         self._orders: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._orders_lock = threading.Lock()
         self._counters_lock = threading.Lock()  # for counts made on the sender thread
+        # A durable outbox: the middlewares build and commit a request's events before
+        # the last body chunk goes out (a crash after the client got the response must
+        # not lose them); otherwise after the response, off the client's clock.
+        self.commit_first = bool(getattr(getattr(tracker, "outbox", None), "durable", False))
         self._defer: Callable[[Any], None] | None = getattr(
             tracker, "capture_deferred", None) if opts.defer_events else None
 
