@@ -18,13 +18,14 @@ lifespan untouched.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .capture import EventSink
 from .config import Config
 from .observe.carts import CART_OBJECT_NAMES, MAX_JSON_BYTES
-from .observe.core import Observer
+from .observe.core import Observer, plain_path, url_path
 from .observe.declare import ignored
 from .observe.options import ObserveOptions
 from .observe.page import resolve_page
@@ -38,12 +39,18 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+logger = logging.getLogger("cdptrack.observe")
+
 # The request headers the observer reads, by their raw ASGI name (lower-case bytes).
 _WANTED_HEADERS: dict[bytes, str] = {
     name.encode("latin-1"): name for name in (
         "cookie", "user-agent", "sec-gpc", "sec-purpose", "purpose", "x-purpose", "x-moz",
         "referer", "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
 }
+# Headers a client or proxy may send as several fields, and how their values join
+# (HTTP/2 clients send one ``cookie`` field per cookie; proxies may add a field).
+_JOINED: dict[str, str] = {"cookie": "; ", "x-forwarded-for": ", ",
+                           "x-forwarded-proto": ", ", "x-forwarded-host": ", "}
 SHUTDOWN_TIMEOUT = 5.0
 
 
@@ -76,6 +83,10 @@ class CDPTrackMiddleware:
             created = False
         self.observer = observer
         self.manage_tracker = created if manage_tracker is None else manage_tracker
+        # App-level (not per-request) facts: whether a lifespan started the tracker,
+        # and whether the missing lifespan was reported.
+        self._lifespan_seen = False
+        self._warned_no_lifespan = False
         self._session_cookie = observer.options.session_cookie_name.encode("latin-1") + b"="
 
     @property
@@ -91,6 +102,8 @@ class CDPTrackMiddleware:
         if scope_type != "http" or GUARD_KEY in scope:
             await self.app(scope, receive, send)
             return
+        if self.manage_tracker and not self._lifespan_seen and not self._warned_no_lifespan:
+            self._warn_no_lifespan()
         scope[GUARD_KEY] = True
         state = self._begin(scope)
         if state is None:
@@ -107,6 +120,10 @@ class CDPTrackMiddleware:
                     or kind == "http.response.pathsend":
                 if state.response_json is not None:
                     _keep_json(state, message)
+                if observer.commit_first:  # durable outbox: committed before the end
+                    _finish(observer, state, scope)
+                    await send(message)
+                    return
                 await send(message)
                 _finish(observer, state, scope)
                 return
@@ -127,8 +144,11 @@ class CDPTrackMiddleware:
             wanted = _WANTED_HEADERS.get
             for name, value in scope.get("headers") or ():
                 key = wanted(name)
-                if key is not None and key not in headers:
-                    headers[key] = value.decode("latin-1")
+                if key is not None:
+                    if key not in headers:
+                        headers[key] = value.decode("latin-1")
+                    elif key in _JOINED:
+                        headers[key] += _JOINED[key] + value.decode("latin-1")
             client = scope.get("client")
             root_path = scope.get("root_path", "")
             path = scope.get("path", "/")
@@ -138,10 +158,16 @@ class CDPTrackMiddleware:
             if host is None:
                 server = scope.get("server")
                 host = f"{server[0]}:{server[1]}" if server else "localhost"
+            requested = None
+            if not plain_path(path):
+                raw_path = scope.get("raw_path")
+                requested = url_path(
+                    path.encode("utf-8", "surrogateescape"),
+                    raw_path.decode("latin-1") if isinstance(raw_path, bytes) else None)
             state = observer.begin(
                 scope.get("method", "GET"), scope.get("scheme", "http"), host, path,
                 (scope.get("query_string") or b"").decode("latin-1"), root_path,
-                client[0] if client else None, headers, scope,
+                client[0] if client else None, headers, scope, requested,
             )
             if state is None:
                 return None
@@ -154,9 +180,19 @@ class CDPTrackMiddleware:
             observer.error("begin")
             return None
 
+    def _warn_no_lifespan(self) -> None:
+        self._warned_no_lifespan = True
+        logger.warning(
+            "cdptrack: requests arrive but no ASGI lifespan started this app's tracker "
+            "(a mounted sub-app, a server run with lifespan off, or Django): events are "
+            "drained on SIGTERM/SIGINT, at the server's shutdown and at exit instead. "
+            "Call setup() on the outermost app, or wrap a Django ASGI app with "
+            "cdptrack.integrations.django.asgi_application()")
+
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         tracker = self.observer.tracker
         observer = self.observer
+        self._lifespan_seen = True
 
         async def receive_lifespan() -> Message:
             message = await receive()
@@ -178,8 +214,14 @@ class CDPTrackMiddleware:
         await self.app(scope, receive_lifespan, send_lifespan)
 
 
-async def ashutdown(tracker: Any, observer: Observer, timeout: float = SHUTDOWN_TIMEOUT) -> None:
-    """Flush and stop a tracker from async code, bounded, never raising."""
+async def ashutdown(tracker: Any, observer: Observer | None,
+                    timeout: float | None = None) -> None:
+    """Flush and stop a tracker from async code, bounded (``timeout``, else the
+    tracker's ``shutdown_budget``, else :data:`SHUTDOWN_TIMEOUT` seconds), never
+    raising."""
+    if timeout is None:
+        budget = getattr(tracker, "shutdown_budget", None)
+        timeout = float(budget) if isinstance(budget, (int, float)) else SHUTDOWN_TIMEOUT
     try:
         stop = getattr(tracker, "ashutdown", None)
         if stop is not None:
@@ -189,7 +231,55 @@ async def ashutdown(tracker: Any, observer: Observer, timeout: float = SHUTDOWN_
         if sync_stop is not None:
             await asyncio.to_thread(sync_stop, timeout)
     except Exception:
-        observer.error("lifespan_shutdown")
+        if observer is not None:
+            observer.error("lifespan_shutdown")
+        else:
+            logger.warning("cdptrack: stopping the tracker failed", exc_info=True)
+
+
+class TrackerLifespan:
+    """An ASGI app that answers the lifespan protocol for an app that has none (Django's
+    ASGI handler refuses lifespan scopes): ``startup`` starts the tracker, ``shutdown``
+    drains it (bounded by its ``shutdown_budget``) once the server has finished its
+    graceful shutdown.  Every other scope goes to ``app`` unchanged.
+
+    ``tracker`` may be a callable returning the tracker, so a tracker that is built
+    lazily (Django's, from settings) is looked up at startup.
+    """
+
+    def __init__(self, app: ASGIApp, tracker: Any) -> None:
+        self.app = app
+        self._tracker = tracker
+
+    def _get(self) -> Any:
+        tracker = self._tracker
+        if callable(tracker) and not hasattr(tracker, "capture"):
+            return tracker()
+        return tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                try:
+                    tracker = self._get()
+                    start = getattr(tracker, "astart", None)
+                    if start is not None:
+                        await start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif kind == "lifespan.shutdown":
+                try:
+                    await ashutdown(self._get(), None)
+                finally:
+                    await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 def _on_start(observer: Observer, state: RequestState, message: Message,
@@ -199,13 +289,18 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
             state.skip = True  # @track.ignore() on an endpoint class: no visitor cookie
         headers = message.get("headers") or []
         json_answer = False
+        visitor_cookie = observer.visitor_cookie_prefix
         for name, value in headers:
             lower = name.lower()
             if lower == b"content-type":
                 state.html = value[:9].lower() == b"text/html"
                 json_answer = value[:16].lower() == b"application/json"
-            elif lower == b"set-cookie" and value.startswith(session_cookie):
-                state.session_cookie_after = session_from_set_cookie(value.decode("latin-1"))
+            elif lower == b"set-cookie":
+                if value.startswith(session_cookie):
+                    state.session_cookie_after = session_from_set_cookie(
+                        value.decode("latin-1"))
+                elif value.startswith(visitor_cookie):
+                    observer.app_set_visitor(state, value.decode("latin-1"))
         cookie = observer.response_cookie(state, message["status"])
         if json_answer and 200 <= message["status"] < 300 and _answers_cart(
                 observer, state, scope):
@@ -244,6 +339,14 @@ def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
         if session is not None and state.session_after is None:
             state.session_after = snapshot_later(session, observer.options)
         fill_session_from_cookies(observer.options, state, "starlette")
+        if session is not None and state.session_before is None:
+            observer.warn_once(
+                "session_inside",
+                "cdptrack: the session appears only inside cdptrack's middleware (a "
+                "SessionMiddleware added after CDPTrackMiddleware runs inside it), so cart "
+                "changes and sign-ins cannot be compared and are not sent. Use "
+                "cdptrack.integrations.starlette.setup(app), add CDPTrackMiddleware before "
+                "SessionMiddleware, or give session_secret")
     except Exception:
         observer.error("finish")
         return
@@ -278,4 +381,4 @@ def read_route(state: RequestState, scope: Scope) -> None:
     state.route_template = prefix.rstrip("/") + path_format if prefix else path_format
 
 
-__all__ = ["CDPTrackMiddleware", "ashutdown", "read_route"]
+__all__ = ["CDPTrackMiddleware", "TrackerLifespan", "ashutdown", "read_route"]

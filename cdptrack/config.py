@@ -108,7 +108,10 @@ class Config:
     def __post_init__(self) -> None:
         for name in ("yespo_api_key", "customerio_api_key", "orangepill_api_key"):
             value = getattr(self, name)
+            if isinstance(value, Secret):
+                value = value.reveal()
             if isinstance(value, str):
+                value = clean_key(value, name)
                 object.__setattr__(self, name, Secret(value) if value else None)
         region = str(self.customerio_region).strip().lower()
         object.__setattr__(self, "customerio_region", region)
@@ -120,8 +123,9 @@ class Config:
             url = getattr(self, name)
             if url is not None:
                 object.__setattr__(self, name, check_endpoint(url, name))
-        if self.yespo_site_id is not None and not self.yespo_site_id.strip():
-            object.__setattr__(self, "yespo_site_id", None)
+        if self.yespo_site_id is not None:
+            site = clean_key(str(self.yespo_site_id), "yespo_site_id")
+            object.__setattr__(self, "yespo_site_id", site or None)
 
     # -- what is on ----------------------------------------------------------------
 
@@ -188,6 +192,20 @@ def _coerce(name: str, raw: Any) -> Any:
     if name == "customerio_region" and isinstance(raw, str):
         return raw.strip().lower()
     return raw
+
+
+def clean_key(value: str, setting: str) -> str:
+    """A credential as pasted, made usable: surrounding whitespace (a copied trailing
+    newline) removed.  A control or non-ASCII-printable character inside it cannot go
+    into an HTTP header: a :class:`ConfigError` that names the setting and the
+    character's position, never the value."""
+    value = value.strip()
+    for at, char in enumerate(value):
+        if not " " <= char <= "~":
+            raise ConfigError(
+                f"{setting} contains a character that cannot be sent in an HTTP header "
+                f"(position {at + 1} of {len(value)}); copy the key again")
+    return value
 
 
 def mask_url_password(url: str) -> str:

@@ -35,6 +35,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import shutdown_hooks
 from .config import Config
 from .delivery.callbacks import Callbacks
 from .delivery.counters import Counters, format_table
@@ -59,6 +60,12 @@ class Tracker:
     store; ``on_drop(event, destination, reason)`` for each event a destination will not
     get (a renderer's reason such as ``no_contact_key``, or ``invalid``, ``queue_full``,
     ``shutdown``).  Exceptions raised by either are logged and ignored.
+
+    ``flush_at_exit`` (seconds, default 5) is the drain budget when the process stops
+    without an explicit ``shutdown()``: at interpreter exit, on SIGTERM/SIGINT and at
+    a server's shutdown (see :mod:`cdptrack.shutdown_hooks`; ``handle_signals=False``
+    leaves the process's signal handlers alone).  Keep it below the server's graceful
+    timeout (gunicorn ``--graceful-timeout`` 30 s, Kubernetes' grace period 30 s).
     """
 
     def __init__(
@@ -72,7 +79,8 @@ class Tracker:
         max_retry_time: float = 600.0,
         timeout: float = 10.0,
         concurrency: int = 4,
-        flush_at_exit: float = 1.0,
+        flush_at_exit: float = 5.0,
+        handle_signals: bool = True,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         max_retry_after: float = 300.0,
@@ -96,6 +104,8 @@ class Tracker:
         self._closed = False
         self._shutdown_result: bool | None = None
         _LIVE.add(self)
+        if handle_signals:
+            shutdown_hooks.install()
 
     # -- the app-facing hot path -----------------------------------------------------------
 
@@ -247,6 +257,7 @@ class Tracker:
         started = time.monotonic()
         ok = True
         if self._started():
+            lost_before = self._lost_at_shutdown()
             ok = self.flush(timeout)
             sender = self._sender
             assert sender is not None
@@ -254,8 +265,26 @@ class Tracker:
             ok = sender.stop(left) and ok
             summary_logger.info("shut down (%s):\n%s", "drained" if ok else "not drained",
                                 format_table(self.stats()))
+            lost = self._lost_at_shutdown() - lost_before
+            if lost:
+                logger.warning("shut down after %.1fs with %d deliveries undelivered; they "
+                               "are lost (counted as dropped:shutdown)", timeout, lost)
+            elif not ok and self._outbox.durable and self._outbox.open_count():
+                logger.warning("shut down after %.1fs with %d events undelivered; they stay "
+                               "in %s for the next start", timeout,
+                               self._outbox.open_count(), self._outbox.url)
         self._shutdown_result = ok
         return ok
+
+    def _lost_at_shutdown(self) -> int:
+        return sum(counts.get("dropped:shutdown", 0)
+                   for counts in self._counters.snapshot().values())
+
+    @property
+    def shutdown_budget(self) -> float:
+        """Seconds a shutdown the tracker does not control (exit, signal, server stop,
+        lifespan) may spend draining: ``flush_at_exit``."""
+        return self._flush_at_exit
 
     async def astart(self) -> None:
         """Start the sender thread from an ASGI lifespan without blocking the loop."""
@@ -280,6 +309,10 @@ class Tracker:
     def _at_exit(self) -> None:
         if self._started() and not self._closed:
             self.shutdown(self._flush_at_exit)
+
+    def _stopping(self) -> None:
+        """The process is stopping (a signal, a server's shutdown): drain, bounded."""
+        self._at_exit()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -344,8 +377,24 @@ def _at_exit() -> None:
             logger.exception("flushing at exit failed")
 
 
+def shutdown_all() -> None:
+    """Drain every started tracker of this process, each within its own budget, in
+    parallel (the process is stopping).  Never raises."""
+    threads = []
+    for tracker in list(_LIVE):
+        thread = threading.Thread(target=tracker._stopping, name="cdptrack-stop",
+                                  daemon=True)
+        thread.start()
+        threads.append((thread, tracker.shutdown_budget))
+    for thread, budget in threads:
+        thread.join(budget + 1.0)
+
+
+shutdown_hooks.set_drain(shutdown_all)
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_at_exit)
 
-__all__ = ["Tracker"]
+__all__ = ["Tracker", "shutdown_all"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from .capture import EventSink
 from .config import Config
-from .observe.core import Observer
+from .observe.core import Observer, plain_path, url_path
 from .observe.options import ObserveOptions
 from .observe.session import fill_session_from_cookies, session_from_set_cookie
 from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
@@ -74,6 +74,7 @@ class CDPTrackWSGIMiddleware:
             return self.app(environ, start_response)
         observer = self.observer
         session_prefix = observer.options.session_cookie_name + "="
+        visitor_prefix = observer.options.cookie_name + "="
 
         def start_tracked(status: str, headers: list[tuple[str, str]],
                           exc_info: ExcInfo | None = None) -> Callable[[bytes], object]:
@@ -82,8 +83,11 @@ class CDPTrackWSGIMiddleware:
                     lower = name.lower()
                     if lower == "content-type":
                         state.html = value[:9].lower() == "text/html"
-                    elif lower == "set-cookie" and value.startswith(session_prefix):
-                        state.session_cookie_after = session_from_set_cookie(value)
+                    elif lower == "set-cookie":
+                        if value.startswith(session_prefix):
+                            state.session_cookie_after = session_from_set_cookie(value)
+                        elif value.startswith(visitor_prefix):
+                            observer.app_set_visitor(state, value)
                 cookie = observer.response_cookie(state, int(status[:3]))
                 if cookie is not None:
                     headers = [*headers, ("Set-Cookie", cookie)]
@@ -98,7 +102,7 @@ class CDPTrackWSGIMiddleware:
             body = self.app(environ, start_tracked)
         finally:
             current_state.reset(token)
-        return _TrackedBody(body, observer, state)
+        return tracked_body(body, environ, observer, state)
 
     def _begin(self, environ: dict[str, Any]) -> RequestState | None:
         observer = self.observer
@@ -109,10 +113,18 @@ class CDPTrackWSGIMiddleware:
             script = get("SCRIPT_NAME", "")
             host = get("HTTP_HOST") or f"{get('SERVER_NAME', 'localhost')}:" \
                 f"{get('SERVER_PORT', '80')}"
+            path = script + get("PATH_INFO", "")
+            requested = None
+            if not plain_path(path):
+                # PEP 3333: environ strings are the request's bytes read as latin-1.
+                raw = path.encode("latin-1", "replace")
+                requested = url_path(raw, get("RAW_URI") or get("REQUEST_URI"))
+                script = script.encode("latin-1", "replace").decode("utf-8", "replace")
+                path = raw.decode("utf-8", "replace")
             state = observer.begin(
                 get("REQUEST_METHOD", "GET"), get("wsgi.url_scheme", "http"), host,
-                script + get("PATH_INFO", ""), get("QUERY_STRING", ""), script,
-                get("REMOTE_ADDR"), headers, environ,
+                path, get("QUERY_STRING", ""), script,
+                get("REMOTE_ADDR"), headers, environ, requested,
             )
             if state is not None:
                 environ[STATE_KEY] = state
@@ -122,18 +134,136 @@ class CDPTrackWSGIMiddleware:
             return None
 
 
+def tracked_body(body: Iterable[bytes], environ: dict[str, Any], observer: Observer,
+                 state: RequestState) -> Iterable[bytes]:
+    """The app's response iterable as the server must see it, with the events built
+    when the server closes it.
+
+    Servers look at what the app returned: wsgiref and waitress add ``Content-Length``
+    to a one-item list (``len()``), and gunicorn, waitress and wsgiref send a
+    ``wsgi.file_wrapper`` object with ``sendfile()`` (recognised by its type).  So a
+    file wrapper is returned itself, with its ``close`` hooked; a list or tuple becomes
+    a list (of the same items) with ``close()``; another iterable with ``len()`` keeps
+    it; anything else is wrapped in a plain iterable with ``close()``.
+
+    With a durable outbox (``observer.commit_first``) the events are built and
+    committed before the last chunk is handed to the server (a file wrapper's before
+    its first byte), so a worker killed after the client got the whole response
+    cannot lose them.
+    """
+    durable = observer.commit_first
+    wrapper = environ.get("wsgi.file_wrapper")
+    if isinstance(wrapper, type) and isinstance(body, wrapper):
+        if durable:
+            _finish(observer, state)
+            return body  # the server closes the file itself; events are in the outbox
+        hooked = _hook_close(body, observer, state)
+        if hooked is not None:
+            return hooked
+    kind = type(body)
+    if kind is list or kind is tuple:
+        return _TrackedList(body, observer, state, durable)
+    if hasattr(body, "__len__"):
+        return _TrackedSizedBody(body, observer, state, durable)
+    return _TrackedBody(body, observer, state, durable)
+
+
+def _hook_close(body: Any, observer: Observer, state: RequestState
+                ) -> Iterable[bytes] | None:
+    """``body`` with its own ``close`` replaced by one that also builds the events,
+    or None when the object takes no attribute (then it is wrapped instead)."""
+    original = getattr(body, "close", None)
+    done = False
+
+    def close() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        try:
+            if original is not None:
+                original()
+        finally:
+            _finish(observer, state)
+
+    try:
+        body.close = close
+    except (AttributeError, TypeError):
+        return None
+    return body  # type: ignore[no-any-return]
+
+
+def _finish(observer: Observer, state: RequestState) -> None:
+    try:
+        fill_session_from_cookies(observer.options, state, "flask")
+    except Exception:
+        observer.error("finish")
+        return
+    observer.finish(state)
+
+
+def _commit_first(chunks: Iterator[bytes], finish_once: Callable[[], None]
+                  ) -> Iterator[bytes]:
+    """The chunks, with the events built just before the last one is handed over."""
+    try:
+        held = next(chunks)
+    except StopIteration:
+        finish_once()
+        return
+    for chunk in chunks:
+        yield held
+        held = chunk
+    finish_once()
+    yield held
+
+
+class _TrackedList(list):  # type: ignore[type-arg]
+    """A list or tuple response: the same items (``len()`` and all), plus ``close()``."""
+
+    __slots__ = ("_closed", "_durable", "_finished", "_observer", "_state")
+
+    def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState,
+                 durable: bool = False) -> None:
+        super().__init__(body)
+        self._observer = observer
+        self._state = state
+        self._durable = durable
+        self._closed = self._finished = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._durable:
+            return _commit_first(list.__iter__(self), self.finish_once)
+        return list.__iter__(self)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.finish_once()
+
+    def finish_once(self) -> None:
+        """Build the events once: before the last chunk (durable outbox) or on close."""
+        if not self._finished:
+            self._finished = True
+            _finish(self._observer, self._state)
+
+
 class _TrackedBody:
     """The app's response iterable, unchanged, plus events built on ``close()``."""
 
-    __slots__ = ("_body", "_closed", "_observer", "_state")
+    __slots__ = ("_body", "_closed", "_durable", "_finished", "_observer", "_state")
 
-    def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState) -> None:
+    def __init__(self, body: Iterable[bytes], observer: Observer, state: RequestState,
+                 durable: bool = False) -> None:
         self._body = body
         self._observer = observer
         self._state = state
-        self._closed = False
+        self._durable = durable
+        self._closed = self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
+        if self._durable:
+            return _commit_first(iter(self._body), self.finish_once)
         return iter(self._body)
 
     def close(self) -> None:
@@ -141,15 +271,26 @@ class _TrackedBody:
             return
         self._closed = True
         close = getattr(self._body, "close", None)
-        if close is not None:
-            close()
-        observer, state = self._observer, self._state
         try:
-            fill_session_from_cookies(observer.options, state, "flask")
-        except Exception:
-            observer.error("finish")
-            return
-        observer.finish(state)
+            if close is not None:
+                close()
+        finally:
+            self.finish_once()
+
+    def finish_once(self) -> None:
+        """Build the events once: before the last chunk (durable outbox) or on close."""
+        if not self._finished:
+            self._finished = True
+            _finish(self._observer, self._state)
+
+
+class _TrackedSizedBody(_TrackedBody):
+    """An iterable response with ``len()``: servers may read it, so it keeps it."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        return len(self._body)  # type: ignore[arg-type]
 
 
 __all__ = ["CDPTrackWSGIMiddleware"]

@@ -75,7 +75,7 @@ from django.utils.functional import LazyObject, empty
 from cdptrack.capture import EventSink
 from cdptrack.config import Config
 from cdptrack.observe.carts import CART_OBJECT_NAMES
-from cdptrack.observe.core import Observer
+from cdptrack.observe.core import Observer, plain_path, url_path
 from cdptrack.observe.declare import ignored
 from cdptrack.observe.deferred import CONTEXT_KEYS
 from cdptrack.observe.fields import raw_get
@@ -242,6 +242,24 @@ class CDPTrackConfig(AppConfig):
     verbose_name = "cdptrack"
 
 
+def asgi_application(application: Any = None) -> Any:
+    """Django's ASGI application with a lifespan that starts the process's tracker and
+    drains it (bounded by ``flush_at_exit``) after the server's graceful shutdown.
+    Django's own handler refuses lifespan scopes, so without this the tracker is
+    drained by cdptrack's signal and exit hooks instead.  In ``asgi.py``::
+
+        from cdptrack.integrations.django import asgi_application
+        application = asgi_application()   # or asgi_application(get_asgi_application())
+    """
+    from cdptrack.asgi import TrackerLifespan
+
+    if application is None:
+        from django.core.asgi import get_asgi_application
+
+        application = get_asgi_application()
+    return TrackerLifespan(application, get_tracker)
+
+
 # --- the middleware -------------------------------------------------------------------
 
 
@@ -318,9 +336,14 @@ def _begin_state(observer: Observer, request: HttpRequest) -> RequestState | Non
             f"{meta.get('SERVER_NAME', 'localhost')}:{meta.get('SERVER_PORT', '80')}"
     path, path_info = request.path, request.path_info
     script = path[:-len(path_info)] if path_info and path.endswith(path_info) else ""
+    requested = None
+    if not plain_path(path):  # Django decoded the path (UTF-8): report it as requested
+        requested = url_path(path.encode("utf-8", "surrogateescape"),
+                             meta.get("RAW_URI") or meta.get("REQUEST_URI"))
     return observer.begin(
         request.method or "GET", request.scheme or "http", host, path,
         meta.get("QUERY_STRING", ""), script, meta.get("REMOTE_ADDR"), headers, meta,
+        requested,
     )
 
 
@@ -344,8 +367,10 @@ def _complete(observer: Observer, state: RequestState, owned: bool, request: Htt
         if not owned:
             return
         state.html = str(response.get("Content-Type", ""))[:9].lower() == "text/html"
-        if observer.options.cookie_name in response.cookies:
-            state.status = response.status_code  # the view set the cookie itself
+        name = observer.options.cookie_name
+        if name in response.cookies:
+            state.status = response.status_code  # the view set the cookie itself: its
+            observer.app_set_visitor(state, f"{name}={response.cookies[name].value}")
         else:
             cookie = observer.response_cookie(state, response.status_code)
             if cookie is not None:
@@ -595,6 +620,7 @@ __all__ = [
     "CDPTrackConfig",
     "CDPTrackMiddleware",
     "DjangoTracking",
+    "asgi_application",
     "check_settings",
     "get_tracker",
     "read_resolver_match",

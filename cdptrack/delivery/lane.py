@@ -244,7 +244,7 @@ class Lane:
                                                        content=body)
             except httpx.HTTPError as exc:
                 status: int | None = None
-                answer = f"{type(exc).__name__}: {exc}"
+                answer = truncate(f"{type(exc).__name__}: {exc}", self._secrets)
                 verdict = "retry"
             else:
                 status = response.status_code

@@ -21,10 +21,15 @@ one from the ``CDPTRACK_OUTBOX`` URL.
 from __future__ import annotations
 
 import abc
+import base64
+import functools
+import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from ..destinations.base import WireRequest
 from ..events import Event
@@ -180,8 +185,55 @@ class Outbox(abc.ABC):
 
 
 def truncate(text: str, secrets: Iterable[str] = (), limit: int = MAX_RESPONSE_CHARS) -> str:
-    """An API's answer as stored: secrets scrubbed, at most ``limit`` characters."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
+    """An API's answer as stored: secrets scrubbed (:func:`scrub`), at most ``limit``
+    characters."""
+    text = scrub(text, secrets)
     return text if len(text) <= limit else text[:limit] + "...(truncated)"
+
+
+REDACTED_TEXT = "<redacted>"
+_B64_CHARS = "A-Za-z0-9+/_-"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every form a key can take in an API's answer or an error message
+    replaced by ``<redacted>``: the key itself, URL-encoded, JSON-escaped, and base64
+    as in an echoed ``Authorization: Basic`` header, whatever user name or password
+    stands next to it (``key:``, ``:key``, ``user:key``; standard and URL-safe
+    alphabets): the whole base64 word that holds the key's bytes is replaced."""
+    if not text:
+        return text
+    for secret in secrets:
+        if not secret:
+            continue
+        plain, encoded = _secret_forms(secret)
+        for form in plain:
+            if form in text:
+                text = text.replace(form, REDACTED_TEXT)
+        if encoded is not None:
+            text = encoded.sub(REDACTED_TEXT, text)
+    return text
+
+
+@functools.lru_cache(maxsize=64)
+def _secret_forms(secret: str) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+    raw = secret.encode("utf-8")
+    plain = {secret, quote(secret, safe=""), quote_plus(secret),
+             json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    # Base64 of a text holding the key: at each of the three alignments the key's
+    # complete 3-byte groups encode to the same characters whatever surrounds them.
+    cores: set[str] = set()
+    for whole in (raw + b":", b":" + raw):
+        plain.add(base64.b64encode(whole).decode("ascii"))
+    for skip in range(3):
+        body = raw[skip:]
+        body = body[:len(body) // 3 * 3]
+        if len(body) >= 6:
+            for encode in (base64.b64encode, base64.urlsafe_b64encode):
+                cores.add(encode(body).decode("ascii"))
+    pattern = None
+    if cores:
+        alternatives = "|".join(re.escape(c) for c in sorted(cores, key=len, reverse=True))
+        pattern = re.compile(f"[{_B64_CHARS}]*(?:{alternatives})[{_B64_CHARS}]*=*")
+    forms = tuple(sorted((f for f in plain if f), key=len, reverse=True))
+    return forms, pattern

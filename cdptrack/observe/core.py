@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 from ..capture import EventSink
 from ..events import ORDER_COMPLETED, Event
@@ -57,6 +58,41 @@ def host_outside_domain(host: str, domain: str) -> bool:
     return not (name == wanted or name.endswith("." + wanted))
 
 
+# Characters a path may carry unencoded (RFC 3986 pchar and "/"); anything else is
+# percent-encoded in the URLs events report.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=\-._~]").search
+
+
+def plain_path(path: str) -> bool:
+    """Whether ``path`` reads the same percent-encoded (most paths: a fast check)."""
+    return _NEEDS_QUOTING(path) is None
+
+
+def url_path(path: bytes, requested: str | None = None) -> str:
+    """The path as it goes into an event's URL: ``requested`` (the request target as
+    the client sent it: ASGI ``raw_path``, WSGI ``RAW_URI`` / ``REQUEST_URI``) when it
+    names the same path, else ``path`` (the path's bytes) percent-encoded."""
+    if requested is not None:
+        requested = requested.split("?", 1)[0].split("#", 1)[0]
+        if requested.startswith("/") and unquote_to_bytes(requested) == path:
+            return requested
+    return quote(path, safe=_PATH_SAFE)
+
+
+def forwarded_value(header: str | None, hops: int) -> str | None:
+    """The value the outermost of ``hops`` trusted proxies appended to an
+    ``X-Forwarded-*`` header (``values[-hops]``, as werkzeug's ProxyFix takes it), or
+    None when the header is missing or has fewer values than trusted proxies (then a
+    client, not a proxy, wrote it).  Values the client put in front are never read."""
+    if not header or hops <= 0:
+        return None
+    values = header.split(",")
+    if len(values) < hops:
+        return None
+    return values[-hops].strip() or None
+
+
 class Observer:
     """Turns requests into canonical events for one tracker, with one set of options."""
 
@@ -70,6 +106,7 @@ class Observer:
         if opts.consent_cookie:
             wanted.append(opts.consent_cookie)
         self.wanted_cookies = tuple(wanted)
+        self._for_hops, self._proto_hops, self._host_hops = opts.forwarded_hops()
         self._static_prefixes = opts.static_prefixes + opts.ignore_paths
         self._static_suffixes = tuple(s.lower() for s in opts.static_suffixes)
         # The visitor cookie's attributes never change: only the value is per request.
@@ -80,6 +117,8 @@ class Observer:
             for secure in (False, True)
         }
         self._cookie_domain_hosts: set[str] = set()  # hosts checked against cookie_domain
+        # A response header that sets the visitor cookie starts with this (the app's own).
+        self.visitor_cookie_prefix = (opts.cookie_name + "=").encode("latin-1")
         self.counters: Counter[str] = Counter()
         # Each visitor's last cart and the orders already reported: in Redis when the
         # outbox is Redis (a fleet agrees), else in this process, bounded.
@@ -87,6 +126,10 @@ class Observer:
         self.memory: Memory = memory_for(getattr(config, "outbox", None),
                                          orders=opts.order_dedupe_size)
         self._counters_lock = threading.Lock()  # for counts made on the sender thread
+        # A durable outbox: the middlewares build and commit a request's events before
+        # the last body chunk goes out (a crash after the client got the response must
+        # not lose them); otherwise after the response, off the client's clock.
+        self.commit_first = bool(getattr(getattr(tracker, "outbox", None), "durable", False))
         self._defer: Callable[[Any], None] | None = getattr(
             tracker, "capture_deferred", None) if opts.defer_events else None
 
@@ -103,11 +146,19 @@ class Observer:
         ip: str | None,
         headers: Mapping[str, str],
         raw: Any,
+        url_path: str | None = None,
     ) -> RequestState | None:
-        """A new request's state, or ``None`` when this request is never tracked."""
+        """A new request's state, or ``None`` when this request is never tracked.
+
+        ``path`` is the decoded path (script root included); ``url_path`` the same path
+        percent-encoded as the client requested it, when it differs (see
+        :func:`url_path`): it is what events report in their URLs."""
         try:
-            return self._begin(method, scheme, host, path, query, script_root, ip, headers,
-                               raw)
+            state = self._begin(method, scheme, host, path, query, script_root, ip,
+                                headers, raw)
+            if state is not None and url_path is not None and url_path != path:
+                state.url_path = url_path
+            return state
         except Exception:
             self.error("begin")
             return None
@@ -136,12 +187,14 @@ class Observer:
             counters["skipped_bot"] += 1
             return None
         opts = self.options
-        if opts.trust_forwarded:
-            forwarded = get("x-forwarded-for")
-            if forwarded:
-                ip = forwarded.split(",", 1)[0].strip() or ip
-            scheme = (get("x-forwarded-proto") or scheme).split(",", 1)[0].strip()
-            host = (get("x-forwarded-host") or host).split(",", 1)[0].strip()
+        if self._for_hops:
+            ip = forwarded_value(get("x-forwarded-for"), self._for_hops) or ip
+        if self._proto_hops:
+            proto = forwarded_value(get("x-forwarded-proto"), self._proto_hops)
+            if proto is not None and proto.lower() in ("http", "https"):
+                scheme = proto.lower()
+        if self._host_hops:
+            host = forwarded_value(get("x-forwarded-host"), self._host_hops) or host
         cookies = parse_cookies(get("cookie"), self.wanted_cookies)
         state = RequestState(method, scheme, host, path, query, script_root, ip, user_agent,
                              get("referer"), cookies, raw)
@@ -191,11 +244,25 @@ class Observer:
 
     # -- response start ------------------------------------------------------------------
 
+    def app_set_visitor(self, state: RequestState, set_cookie: str) -> None:
+        """The app's own response sets the visitor cookie (``Set-Cookie: sc=...``):
+        cdptrack adds none, and the events use the app's value when it is a valid id
+        (a deletion or a malformed value leaves the request's id as it was)."""
+        state.sc_set_by_app = True
+        value = set_cookie.split(";", 1)[0].partition("=")[2].strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        if valid_sc(value):
+            state.sc = value
+            state.sc_new = False
+
     def response_cookie(self, state: RequestState, status: int) -> str | None:
-        """The ``Set-Cookie`` value for a new visitor, when this response may carry it."""
+        """The ``Set-Cookie`` value for a new visitor, when this response may carry it
+        (never when the app's response sets the visitor cookie itself)."""
         state.status = status
         opts = self.options
-        if not state.sc_new or not opts.set_cookie or state.skip or not 200 <= status < 400:
+        if not state.sc_new or not opts.set_cookie or state.skip or not 200 <= status < 400 \
+                or state.sc_set_by_app:
             return None
         self.counters["sc_created"] += 1
         if opts.cookie_domain is not None and state.host not in self._cookie_domain_hosts:
@@ -317,9 +384,16 @@ class Observer:
         self.counters[f"errors_{where}"] += 1
         logger.warning("cdptrack: error in %s (request not affected)", where, exc_info=True)
 
+    def warn_once(self, key: str, message: str) -> None:
+        """Log a setup problem once per observer (and count each time it is seen)."""
+        counters = self.counters
+        counters[f"warning_{key}"] += 1
+        if counters[f"warning_{key}"] == 1:
+            logger.warning(message)
+
     def stats(self) -> dict[str, int]:
         """The counters: requests seen, skipped by reason, events captured, errors."""
         return dict(self.counters)
 
 
-__all__ = ["TRACKED_METHODS", "Observer"]
+__all__ = ["TRACKED_METHODS", "Observer", "forwarded_value", "plain_path", "url_path"]

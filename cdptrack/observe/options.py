@@ -127,7 +127,14 @@ class ObserveOptions:
     static_suffixes: tuple[str, ...] = DEFAULT_STATIC_SUFFIXES
     ignore_paths: tuple[str, ...] = ()
     # -- proxies and memory --------------------------------------------------------
-    trust_forwarded: bool = False
+    # X-Forwarded-For/-Proto/-Host: how many proxies of yours append to them (werkzeug
+    # ProxyFix's x_for); True means one, False or 0 ignores the headers.  The value
+    # taken is the one the outermost trusted proxy added (``values[-hops]``), never one
+    # the client wrote.  ``trust_forwarded_proto`` / ``_host``: other counts for those
+    # two headers (None: the same as ``trust_forwarded``; 0: ignored).
+    trust_forwarded: bool | int = False
+    trust_forwarded_proto: int | None = None
+    trust_forwarded_host: int | None = None
     order_dedupe_size: int = 10_000
     # -- where events are built -----------------------------------------------------
     # True: with a tracker that has ``capture_deferred`` (the default Tracker), decide
@@ -145,6 +152,12 @@ class ObserveOptions:
             raise ConfigError(
                 f"session_format must be 'flask' or 'starlette', not {self.session_format!r}"
             )
+        object.__setattr__(self, "trust_forwarded",
+                           _hops("trust_forwarded", self.trust_forwarded))
+        for name in ("trust_forwarded_proto", "trust_forwarded_host"):
+            value = getattr(self, name)
+            if value is not None:  # None: follows trust_forwarded (see forwarded_hops)
+                object.__setattr__(self, name, _hops(name, value))
         if not _COOKIE_NAME_RE.match(self.cookie_name):
             raise ConfigError(f"cookie_name is not a valid cookie name: {self.cookie_name!r}")
         if self.cookie_max_age <= 0:
@@ -194,14 +207,40 @@ class ObserveOptions:
             raise ConfigError(f"unknown observe option(s): {', '.join(sorted(unknown))}")
         return cls(**values)
 
+    def forwarded_hops(self) -> tuple[int, int, int]:
+        """Trusted proxies for X-Forwarded-For, -Proto and -Host (0: header ignored)."""
+        hops = int(self.trust_forwarded)
+        proto, host = self.trust_forwarded_proto, self.trust_forwarded_host
+        return (hops, hops if proto is None else proto, hops if host is None else host)
+
     def with_overrides(self, **changes: Any) -> ObserveOptions:
         return replace(self, **changes)
 
 
+def _hops(name: str, value: Any) -> int:
+    """A trusted-proxy count: True is one, False none; a negative count is an error."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in {"true", "yes", "on"}:
+            return 1
+        if text in {"", "false", "no", "off"}:
+            return 0
+        value = text
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be true/false or a number of proxies, "
+                          f"not {value!r}") from None
+    if count < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return count
+
+
 _COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _INT_OPTIONS = {"cookie_max_age", "session_max_age", "order_dedupe_size"}
-_BOOL_OPTIONS = {"set_cookie", "conventions", "track_pages", "honour_gpc", "trust_forwarded",
-                 "defer_events"}
+_BOOL_OPTIONS = {"set_cookie", "conventions", "track_pages", "honour_gpc", "defer_events"}
 OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(ObserveOptions))
 CONFIG_NAMES: frozenset[str] = frozenset(f.name for f in fields(Config))
 

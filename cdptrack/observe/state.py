@@ -73,6 +73,7 @@ class RequestState:
         "route_template",
         "sc",
         "sc_new",
+        "sc_set_by_app",
         "scheme",
         "script_root",
         "session_after",
@@ -81,6 +82,7 @@ class RequestState:
         "skip",
         "status",
         "template_context",
+        "url_path",
         "user",
         "user_agent",
         "view_kwargs",
@@ -113,9 +115,12 @@ class RequestState:
         self.referer = referer
         self.cookies = cookies
         self.raw = raw  # the scope or environ: what loaders and consent callables get
+        # The path as requested, percent-encoded (``path`` is decoded); None: the same.
+        self.url_path: str | None = None
         self.request: Any = None  # a framework request object, when an adapter has one
         self.sc: str | None = None
         self.sc_new = False
+        self.sc_set_by_app = False  # the app's response sets the visitor cookie itself
         self.status = 0
         self.html = False
         self.route_template: str | None = None
@@ -147,7 +152,7 @@ class RequestState:
     @property
     def url(self) -> str:
         query = f"?{self.query}" if self.query else ""
-        return f"{self.scheme}://{self.host}{self.path}{query}"
+        return f"{self.scheme}://{self.host}{self.url_path or self.path}{query}"
 
     def __repr__(self) -> str:
         return f"<RequestState {self.method} {self.path} status={self.status}>"

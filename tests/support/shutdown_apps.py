@@ -1,0 +1,33 @@
+"""Shops for the shutdown tests, configured from the ``CDPTRACK_*`` environment:
+``mounted``, a Starlette shop tracked with ``setup()`` and mounted under ``/shop`` in an
+outer app (mounted apps get no lifespan), and ``flask_app`` for gunicorn."""
+
+from __future__ import annotations
+
+from flask import Flask
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Mount, Route
+
+from cdptrack.integrations.flask import CDPTrack
+from cdptrack.integrations.starlette import setup
+
+
+async def product(request: Request) -> HTMLResponse:
+    return HTMLResponse(f"<p>{request.path_params['product_id']}</p>")
+
+
+shop = Starlette(routes=[Route("/products/{product_id}", product)])
+setup(shop)
+mounted = Starlette(routes=[Mount("/shop", app=shop)])
+
+flask_app = Flask(__name__)
+
+
+@flask_app.get("/products/<product_id>")
+def flask_product(product_id: str) -> str:
+    return f"<p>{product_id}</p>"
+
+
+CDPTrack(flask_app)
