@@ -2,8 +2,8 @@
 
 Each destination gets a lane so that a dead or slow API only ever delays itself: the
 lane's ``concurrency`` workers take that destination's deliveries from the outbox, send
-them with one keep-alive ``httpx.AsyncClient``, retry with backoff within the request's
-deadline, and settle them (sent, or dead-lettered with the API's answer).
+them with one keep-alive :class:`~.http.HTTPClient`, retry with backoff within the
+request's deadline, and settle them (sent, or dead-lettered with the API's answer).
 
 Batching: requests that carry a ``batch_url`` (Customer.io) are coalesced into
 ``POST {base}/batch`` with ``{"batch": [msg, ...]}``.  When a batch gets a final 4xx
@@ -26,14 +26,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
-
 from ..config import Config
 from ..destinations import render_event
 from ..destinations.base import WireRequest
 from .batching import batch_body, pack
 from .callbacks import Callbacks
 from .counters import Counters
+from .http import HTTPClient, HTTPError
 from .outbox import DeadLetter, Delivery, Outbox, truncate
 from .retry import RetryPolicy, classify, parse_retry_after, wait_event
 
@@ -41,10 +40,6 @@ logger = logging.getLogger("cdptrack")
 
 BATCH_PULL = 200  # deliveries a worker takes at once once the lane is known to batch
 IDLE_RECHECK = 5.0  # seconds; a safety net, lanes are woken explicitly
-# Parsed URLs kept per lane.  httpx parses a ``str`` URL on every request (about a tenth
-# of its per-request CPU); a lane sends to a handful of URLs, except Orangepill's, which
-# carry the identity, hence a bound.
-URL_CACHE = 256
 
 
 def ssl_context() -> ssl.SSLContext:
@@ -88,21 +83,17 @@ class Lane:
         self._pull = 1
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._client: httpx.AsyncClient | None = None
-        self._urls: dict[str, httpx.URL] = {}
+        self._client: HTTPClient | None = None
         self.busy = 0  # workers holding deliveries right now
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         if not self._config.dry_run:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout),
-                limits=httpx.Limits(max_connections=self._concurrency,
-                                    max_keepalive_connections=self._concurrency),
-                follow_redirects=False,  # never re-send credentials elsewhere
-                verify=self._tls if self._tls is not None else True,
-            )
+            # Never follows redirects (credentials are not re-sent elsewhere); the
+            # timeout bounds each attempt as a whole, connect to the answer's last byte.
+            self._client = HTTPClient(timeout=self._timeout, tls=self._tls,
+                                      max_idle=self._concurrency)
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"cdptrack-{self.destination}-{i}")
             for i in range(self._concurrency)
@@ -219,30 +210,21 @@ class Lane:
             return []
         return [self._letter(request, delivery, outcome)]
 
-    def _parsed(self, url: str) -> httpx.URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= URL_CACHE:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        return parsed
-
     async def _attempts(self, method: str, url: str, headers: dict[str, str], body: bytes,
                         messages: int, what: object) -> Outcome:
         """Send one HTTP request until it succeeds, is refused for good, or its
         deadline passes.  The body is the same bytes on every attempt.  ``what`` names
         the request in log lines (``%s``-formatted only when a line is written)."""
         assert self._client is not None
-        target = self._parsed(url)
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             retry_after: float | None = None
             try:
-                response = await self._client.request(method, target, headers=headers,
+                response = await self._client.request(method, url, headers=headers,
                                                        content=body)
-            except httpx.HTTPError as exc:
+            except HTTPError as exc:
                 status: int | None = None
                 answer = f"{type(exc).__name__}: {exc}"
                 verdict = "retry"
