@@ -23,6 +23,7 @@ import json
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from .callbacks import Callbacks
 from .counters import Counters
 from .http import HTTPClient, HTTPError
 from .outbox import DeadLetter, Delivery, Outbox, truncate
-from .retry import RetryPolicy, classify, parse_retry_after, wait_event
+from .retry import RetryPolicy, classify, parse_retry_after
 
 logger = logging.getLogger("cdptrack")
 
@@ -45,6 +46,11 @@ IDLE_RECHECK = 5.0  # seconds; a safety net, lanes are woken explicitly
 def ssl_context() -> ssl.SSLContext:
     """One verified TLS context shared by every lane (building one costs milliseconds)."""
     return ssl.create_default_context()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -81,7 +87,9 @@ class Lane:
         self._tls = tls
         self._secrets = config.secrets()
         self._pull = 1
-        self._wake = asyncio.Event()
+        # Idle workers, each parked on its own future: ``wake(n)`` starts exactly the
+        # workers there is work for, instead of every worker of the lane each time.
+        self._sleepers: deque[asyncio.Future[None]] = deque()
         self._tasks: list[asyncio.Task[None]] = []
         self._client: HTTPClient | None = None
         self.busy = 0  # workers holding deliveries right now
@@ -99,8 +107,29 @@ class Lane:
             for i in range(self._concurrency)
         ]
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, n: int | None = None) -> None:
+        """Start idle workers for ``n`` new deliveries (every idle worker when ``n`` is
+        None); a batching lane needs one worker per ``BATCH_PULL`` deliveries."""
+        sleepers = self._sleepers
+        if n is not None:
+            n = -(-n // self._pull)
+        while sleepers and (n is None or n > 0):
+            waiter = sleepers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if n is not None:
+                    n -= 1
+
+    async def _sleep(self) -> None:
+        """Park until :meth:`wake` (or ``IDLE_RECHECK`` seconds, a safety net)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._sleepers.append(waiter)
+        timer = loop.call_later(IDLE_RECHECK, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -117,8 +146,7 @@ class Lane:
         while True:
             deliveries = self._outbox.next_for(self.destination, self._pull)
             if not deliveries:
-                self._wake.clear()
-                await wait_event(self._wake, IDLE_RECHECK)
+                await self._sleep()
                 continue
             self.busy += 1
             try:
@@ -164,6 +192,8 @@ class Lane:
                 self._counters.drop(destination, reason)
                 self._callbacks.drop(delivery.event, destination, reason)
             requests = rendered.requests
+            # Kept while the delivery is in flight (settled right after): what was sent.
+            delivery.requests = requests
         if delivery.only is not None:
             requests = [r for r in requests if r.message_id in delivery.only]
         self._counters.add(self.destination, "enqueued", len(requests))

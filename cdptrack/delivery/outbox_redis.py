@@ -563,8 +563,11 @@ class RedisOutbox(Outbox):
                     self._cache(name, entry, routing.requests[name])
         return refused
 
-    def _cache(self, destination: str, entry: str, requests: list[WireRequest]) -> None:
+    def _cache(self, destination: str, entry: str, requests: list[WireRequest] | None
+               ) -> None:
         """Rendered requests in memory, so this worker's lane need not render again."""
+        if requests is None:
+            return
         self._rendered[(destination, entry)] = requests
         while len(self._rendered) > 10_000:
             self._rendered.popitem(last=False)

@@ -258,7 +258,7 @@ class SQLiteOutbox(Outbox):
                 conn.execute("UPDATE events SET routed = 1 WHERE id = ?", (routing.key,))
         for routing in routings:
             for name, requests in routing.requests.items():
-                if len(self._rendered) < self._max_cached:
+                if requests is not None and len(self._rendered) < self._max_cached:
                     self._rendered[(routing.key, name)] = requests
         return []
 
