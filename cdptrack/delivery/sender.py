@@ -256,10 +256,13 @@ class Sender:
                     self._render(key, one, routings, touched)
             else:
                 self._render(key, payload, routings, touched)
-        for key, destination in self._outbox.route(routings):
-            self._counters.drop(destination, "queue_full")
-            event_of = next((r.event for r in routings if r.key == key), None)
-            self._callbacks.drop(event_of, destination, "queue_full")
+        refused = self._outbox.route(routings)
+        if refused:
+            # One lookup per refusal (a full lane refuses a whole round: no scan each).
+            event_of = {r.key: r.event for r in reversed(routings)}
+            for key, destination in refused:
+                self._counters.drop(destination, "queue_full")
+                self._callbacks.drop(event_of.get(key), destination, "queue_full")
         for name, count in touched.items():
             lane = self._lanes.get(name)
             if lane is not None:
