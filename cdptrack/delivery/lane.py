@@ -40,6 +40,10 @@ from .retry import RetryPolicy, classify, parse_retry_after
 logger = logging.getLogger("cdptrack")
 
 BATCH_PULL = 200  # deliveries a worker takes at once once the lane is known to batch
+# Deliveries a worker takes at once from a durable outbox for an API without a batch
+# form (sent one after another): one read and one settle per 4 instead of per delivery,
+# each a SQLite transaction or a Redis round trip.  The memory outbox takes one.
+DURABLE_PULL = 4
 IDLE_RECHECK = 5.0  # seconds; a safety net, lanes are woken explicitly
 
 
@@ -86,7 +90,7 @@ class Lane:
         self._timeout = timeout
         self._tls = tls
         self._secrets = config.secrets()
-        self._pull = 1
+        self._pull = DURABLE_PULL if outbox.durable else 1
         # Idle workers, each parked on its own future: ``wake(n)`` starts exactly the
         # workers there is work for, instead of every worker of the lane each time.
         self._sleepers: deque[asyncio.Future[None]] = deque()

@@ -108,6 +108,12 @@ class Outbox(abc.ABC):
     def put(self, item: Payload) -> bool:
         """Accept one event; False when there is no room (the caller counts the drop)."""
 
+    def take_refusals(self) -> dict[str, int]:
+        """Events ``put`` accepted that the outbox refused afterwards (a staged write that
+        found no room, a deferred build that raised), by reason, since the last call.
+        The sender counts them as drops for every destination."""
+        return {}
+
     @abc.abstractmethod
     def last_key(self) -> int:
         """The key of the newest accepted event (0 when none)."""

@@ -223,6 +223,7 @@ class Sender:
         quiet = QUIET_POLLS
         while True:
             items = outbox.take_new(TAKE)
+            self._count_refusals()
             if not items and quiet < QUIET_POLLS:
                 quiet += 1
                 await asyncio.sleep(POLL)  # still busy lately: look again, unwoken
@@ -243,6 +244,13 @@ class Sender:
             except Exception:
                 logger.exception("routing %d events failed", len(items))
             await asyncio.sleep(0)  # let the lanes run between rounds
+
+    def _count_refusals(self) -> None:
+        for reason, n in self._outbox.take_refusals().items():
+            for name in self._destinations:
+                self._counters.drop(name, reason, n)
+                for _ in range(n):
+                    self._callbacks.drop(None, name, reason)
 
     def _route(self, items: Sequence[tuple[int, Payload | str | DeferredBuild]]) -> None:
         routings: list[Routing] = []
