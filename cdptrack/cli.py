@@ -30,12 +30,12 @@ EXTRAS = {"jsonschema": "sink", "flask": "flask", "fastapi": "fastapi", "uvicorn
 VERBOSE_HELP = "log every HTTP request and debug details (default: warnings and summaries)"
 
 # Loggers that write a line per HTTP request; heard only with -v.
-CHATTY_LOGGERS = ("httpx", "httpcore")
+CHATTY_LOGGERS = ("cdptrack.http", "httpx", "httpcore")
 
 
 def configure_logging(verbose: bool) -> None:
     """Log to stderr: cdptrack's own INFO lines by default, and with ``verbose`` DEBUG
-    lines plus one line per HTTP request from httpx (thousands for a big ``send``)."""
+    lines plus one line per HTTP request (thousands for a big ``send``)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -144,9 +144,12 @@ class Tracker:
         rendering, so its events keep their order among themselves and with everything
         captured before and after; ``flush()`` waits for them.  A build that raises is
         logged and counted as ``dropped:invalid`` and the sender carries on.  ``job`` must
-        not refer to objects the caller changes later.  With a durable outbox (SQLite,
-        Redis), or after ``shutdown()``, ``job`` is built here and each event captured
-        (or counted as dropped) like ``capture`` does.
+        not refer to objects the caller changes later.  The SQLite outbox builds ``job``
+        here and commits its events in one transaction before this returns; the Redis
+        outbox, once its sender runs, builds it in the sender and appends it with the
+        burst.  After ``shutdown()`` (or with an outbox that takes no deferred work)
+        ``job`` is built here and each event captured (or counted as dropped) like
+        ``capture`` does.
         """
         try:
             deferred = as_deferred(job)

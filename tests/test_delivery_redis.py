@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -455,11 +456,47 @@ def test_capture_with_redis_down_never_raises_buffers_briefly_and_delivers_later
     assert "hunter2" not in repr(web) and "hunter2" not in repr(outbox)
 
 
+def test_deferred_builds_are_staged_built_in_the_sender_and_appended_in_order(
+        apis: FourApis, redis: RedisServer, prefix: str) -> None:
+    """With the sender running, a middleware's deferred record is not built on the
+    request path: it is staged, built in the sender thread and its events appended to
+    the stream in capture order; a build that raises is counted as invalid."""
+    web = producer(apis, redis.url(prefix))
+    web.start()
+    assert web._sender is not None and web._sender.wait_ready(5)  # staging from now on
+    outbox = web._outbox
+    assert outbox.accepts_deferred
+    threads: list[str] = []
+
+    def build(first: int) -> list[Event]:
+        threads.append(threading.current_thread().name)
+        return [product_viewed(first), product_viewed(first + 1)]
+
+    def broken() -> list[Event]:
+        raise RuntimeError("the view's record was bad")
+
+    web.capture_deferred(lambda: build(0))
+    web.capture_deferred(broken)
+    web.capture(product_viewed(2))
+    web.capture_deferred(lambda: build(3))
+    assert web.flush(10)
+    assert threads == ["cdptrack-sender", "cdptrack-sender"]
+    client = redis_client(redis)
+    bodies = [json.loads(fields["e"]) for _, fields in
+              client.xrange(f"{{{prefix}}}:events", "-", "+")]
+    assert [b["properties"]["product_id"] for b in bodies] == [marker(i) for i in range(5)]
+    assert web.stats()["orangepill"]["dropped:invalid"] == 1
+    web.shutdown()
+    client.close()
+
+
 def test_a_full_events_stream_refuses_and_the_drop_is_counted(
         apis: FourApis, redis: RedisServer, prefix: str) -> None:
     web = producer(apis, redis.url(prefix, maxlen="3"))
     for i in range(5):
         web.capture(product_viewed(i))
+    # Appended with the sender's next burst: the refusal is counted once Redis answered.
+    assert web.flush(10)
     assert web.stats()["customerio"]["dropped:queue_full"] == 2
     client = redis_client(redis)
     assert client.xlen(f"{{{prefix}}}:events") == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,12 +17,14 @@ from support.delivery import (
     API_KEYS,
     FAST,
     FourApis,
+    all_arrived,
     apis_fixture,  # noqa: F401 - the "apis" fixture
     marker,
     markers_received,
     product_viewed,
 )
 
+from cdptrack.events import Event
 from cdptrack.tracker import Tracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,3 +136,32 @@ def test_dead_letters_are_stored_durably_with_the_response(apis: FourApis, tmp_p
     for secret in API_KEYS.values():
         assert secret.encode() not in raw
     reopened.shutdown()
+
+
+def test_a_requests_events_are_committed_in_one_transaction_before_capture_returns(
+        apis: FourApis, tmp_path: Path) -> None:
+    """The middleware's deferred record: its events are on disk when
+    ``capture_deferred`` returns, written in one transaction (one commit per request,
+    not per event); a record whose build raises is counted as invalid."""
+    path = tmp_path / "outbox.db"
+    tracker = Tracker(apis.config(), outbox=f"sqlite:///{path}", **FAST)
+    tracker.capture(product_viewed(0))  # the connection exists from here on
+    statements: list[str] = []
+    tracker._outbox._writer.set_trace_callback(statements.append)
+    tracker.capture_deferred(lambda: [product_viewed(1), product_viewed(2)])
+    tracker._outbox._writer.set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT INTO events")]
+    commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+    assert (len(inserts), len(commits)) == (2, 1)
+    with sqlite3.connect(path) as reader:  # another connection sees both: committed
+        bodies = [json.loads(b) for (b,) in reader.execute("SELECT body FROM events")]
+    assert {marker(1), marker(2)} <= {b["properties"]["product_id"] for b in bodies}
+
+    def broken() -> list[Event]:
+        raise RuntimeError("the view's record was bad")
+
+    tracker.capture_deferred(broken)
+    assert tracker.flush(10)
+    assert all_arrived(apis, 3)
+    assert tracker.stats()["customerio"]["dropped:invalid"] == 1
+    tracker.shutdown()

@@ -26,7 +26,7 @@ from support.redis_server import free_port
 from cdptrack.commands.demo import ShopServer
 from cdptrack.commands.demo_shoppers import run_shoppers
 from cdptrack.config import Config
-from cdptrack.delivery.outbox import Routing
+from cdptrack.delivery.outbox import DeadLetter, Delivery
 from cdptrack.delivery.outbox_memory import MemoryOutbox
 from cdptrack.destinations import render_event
 from cdptrack.destinations.base import WireRequest
@@ -56,17 +56,17 @@ FAULTS = {"refuse", "503", "429", "slow"}
 
 class RecordingOutbox(MemoryOutbox):
     """The default memory outbox, keeping a copy of every wire request the renderers
-    produced (the dispatcher hands them to ``route``), to compare with what arrived."""
+    produced, to compare with what arrived.  The memory outbox's deliveries are rendered
+    by their lane when sent; the lane leaves the requests on the delivery it settles."""
 
     def __init__(self) -> None:
         super().__init__()
         self.produced: list[WireRequest] = []
 
-    def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
-        for routing in routings:
-            for requests in routing.requests.values():
-                self.produced.extend(requests)
-        return super().route(routings)
+    def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
+        for delivery in done:
+            self.produced.extend(delivery.requests or ())
+        super().settle(done, letters)
 
 
 def request_key(api: str, method: str, path: str, headers: dict[str, str], body: Any) -> Any:

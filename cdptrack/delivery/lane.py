@@ -2,8 +2,8 @@
 
 Each destination gets a lane so that a dead or slow API only ever delays itself: the
 lane's ``concurrency`` workers take that destination's deliveries from the outbox, send
-them with one keep-alive ``httpx.AsyncClient``, retry with backoff within the request's
-deadline, and settle them (sent, or dead-lettered with the API's answer).
+them with one keep-alive :class:`~.http.HTTPClient`, retry with backoff within the
+request's deadline, and settle them (sent, or dead-lettered with the API's answer).
 
 Batching: requests that carry a ``batch_url`` (Customer.io) are coalesced into
 ``POST {base}/batch`` with ``{"batch": [msg, ...]}``.  When a batch gets a final 4xx
@@ -23,10 +23,9 @@ import json
 import logging
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import httpx
 
 from ..config import Config
 from ..destinations import render_event
@@ -34,22 +33,30 @@ from ..destinations.base import WireRequest
 from .batching import batch_body, pack
 from .callbacks import Callbacks
 from .counters import Counters
+from .http import HTTPClient, HTTPError
 from .outbox import DeadLetter, Delivery, Outbox, truncate
-from .retry import RetryPolicy, classify, parse_retry_after, wait_event
+from .retry import RetryPolicy, classify, parse_retry_after
 
 logger = logging.getLogger("cdptrack")
+# One INFO line per HTTP answer, as httpx logs them (the CLI shows them with -v only).
+request_log = logging.getLogger("cdptrack.http")
 
 BATCH_PULL = 200  # deliveries a worker takes at once once the lane is known to batch
+# Deliveries a worker takes at once from a durable outbox for an API without a batch
+# form (sent one after another): one read and one settle per 4 instead of per delivery,
+# each a SQLite transaction or a Redis round trip.  The memory outbox takes one.
+DURABLE_PULL = 4
 IDLE_RECHECK = 5.0  # seconds; a safety net, lanes are woken explicitly
-# Parsed URLs kept per lane.  httpx parses a ``str`` URL on every request (about a tenth
-# of its per-request CPU); a lane sends to a handful of URLs, except Orangepill's, which
-# carry the identity, hence a bound.
-URL_CACHE = 256
 
 
 def ssl_context() -> ssl.SSLContext:
     """One verified TLS context shared by every lane (building one costs milliseconds)."""
     return ssl.create_default_context()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -85,31 +92,50 @@ class Lane:
         self._timeout = timeout
         self._tls = tls
         self._secrets = config.secrets()
-        self._pull = 1
-        self._wake = asyncio.Event()
+        self._pull = DURABLE_PULL if outbox.durable else 1
+        # Idle workers, each parked on its own future: ``wake(n)`` starts exactly the
+        # workers there is work for, instead of every worker of the lane each time.
+        self._sleepers: deque[asyncio.Future[None]] = deque()
         self._tasks: list[asyncio.Task[None]] = []
-        self._client: httpx.AsyncClient | None = None
-        self._urls: dict[str, httpx.URL] = {}
+        self._client: HTTPClient | None = None
         self.busy = 0  # workers holding deliveries right now
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
         if not self._config.dry_run:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout),
-                limits=httpx.Limits(max_connections=self._concurrency,
-                                    max_keepalive_connections=self._concurrency),
-                follow_redirects=False,  # never re-send credentials elsewhere
-                verify=self._tls if self._tls is not None else True,
-            )
+            # Never follows redirects (credentials are not re-sent elsewhere); the
+            # timeout bounds each attempt as a whole, connect to the answer's last byte.
+            self._client = HTTPClient(timeout=self._timeout, tls=self._tls,
+                                      max_idle=self._concurrency)
         self._tasks = [
             asyncio.create_task(self._worker(), name=f"cdptrack-{self.destination}-{i}")
             for i in range(self._concurrency)
         ]
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, n: int | None = None) -> None:
+        """Start idle workers for ``n`` new deliveries (every idle worker when ``n`` is
+        None); a batching lane needs one worker per ``BATCH_PULL`` deliveries."""
+        sleepers = self._sleepers
+        if n is not None:
+            n = -(-n // self._pull)
+        while sleepers and (n is None or n > 0):
+            waiter = sleepers.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if n is not None:
+                    n -= 1
+
+    async def _sleep(self) -> None:
+        """Park until :meth:`wake` (or ``IDLE_RECHECK`` seconds, a safety net)."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._sleepers.append(waiter)
+        timer = loop.call_later(IDLE_RECHECK, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -126,8 +152,7 @@ class Lane:
         while True:
             deliveries = self._outbox.next_for(self.destination, self._pull)
             if not deliveries:
-                self._wake.clear()
-                await wait_event(self._wake, IDLE_RECHECK)
+                await self._sleep()
                 continue
             self.busy += 1
             try:
@@ -173,6 +198,8 @@ class Lane:
                 self._counters.drop(destination, reason)
                 self._callbacks.drop(delivery.event, destination, reason)
             requests = rendered.requests
+            # Kept while the delivery is in flight (settled right after): what was sent.
+            delivery.requests = requests
         if delivery.only is not None:
             requests = [r for r in requests if r.message_id in delivery.only]
         self._counters.add(self.destination, "enqueued", len(requests))
@@ -219,35 +246,28 @@ class Lane:
             return []
         return [self._letter(request, delivery, outcome)]
 
-    def _parsed(self, url: str) -> httpx.URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            if len(self._urls) >= URL_CACHE:
-                self._urls.clear()
-            parsed = self._urls[url] = httpx.URL(url)
-        return parsed
-
     async def _attempts(self, method: str, url: str, headers: dict[str, str], body: bytes,
                         messages: int, what: object) -> Outcome:
         """Send one HTTP request until it succeeds, is refused for good, or its
         deadline passes.  The body is the same bytes on every attempt.  ``what`` names
         the request in log lines (``%s``-formatted only when a line is written)."""
         assert self._client is not None
-        target = self._parsed(url)
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
             retry_after: float | None = None
             try:
-                response = await self._client.request(method, target, headers=headers,
+                response = await self._client.request(method, url, headers=headers,
                                                        content=body)
-            except httpx.HTTPError as exc:
+            except HTTPError as exc:
                 status: int | None = None
                 answer = truncate(f"{type(exc).__name__}: {exc}", self._secrets)
                 verdict = "retry"
             else:
                 status = response.status_code
+                if request_log.isEnabledFor(logging.INFO):
+                    request_log.info('HTTP Request: %s %s "%s"', method, url, status)
                 verdict = classify(status)
                 if verdict == "ok":
                     self._counters.observe_latency(self.destination,

@@ -48,8 +48,9 @@ class Delivery:
     key: int
     destination: str
     event: Event
-    # Rendered by the dispatcher (memory outbox); None: the lane renders again, e.g. after
-    # a restart, since credentials are never written to disk.
+    # Rendered by the dispatcher (durable outboxes, cached); None: the lane renders when
+    # it sends (the memory outbox keeps only the event while it waits; after a restart,
+    # since credentials are never written to disk).
     requests: list[WireRequest] | None = None
     # Replay: only the wire requests with these message ids (the ones that died).
     only: frozenset[str] | None = None
@@ -62,7 +63,8 @@ class Routing:
 
     key: int
     event: Event | None  # None: invalid, nothing to deliver
-    requests: dict[str, list[WireRequest]] = field(default_factory=dict)
+    # Per destination: its rendered requests, or None to render when sent (lazy_render).
+    requests: dict[str, list[WireRequest] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,10 @@ class Outbox(abc.ABC):
     # Whether ``put_deferred`` keeps a DeferredBuild as it is (to be built in the sender).
     # Durable outboxes store plain events only: the tracker builds before ``put``.
     accepts_deferred: bool = False
+    # Whether deliveries wait as the bare event, rendered by the lane when it sends: the
+    # dispatcher then routes every event to every enabled destination without rendering
+    # (a destination that skips it counts its reason when the lane renders).
+    lazy_render: bool = False
 
     # -- capture side ----------------------------------------------------------------
 
@@ -106,6 +112,12 @@ class Outbox(abc.ABC):
     @abc.abstractmethod
     def put(self, item: Payload) -> bool:
         """Accept one event; False when there is no room (the caller counts the drop)."""
+
+    def take_refusals(self) -> dict[str, int]:
+        """Events ``put`` accepted that the outbox refused afterwards (a staged write that
+        found no room, a deferred build that raised), by reason, since the last call.
+        The sender counts them as drops for every destination."""
+        return {}
 
     @abc.abstractmethod
     def last_key(self) -> int:

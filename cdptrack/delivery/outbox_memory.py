@@ -28,6 +28,7 @@ class MemoryOutbox(Outbox):
     durable = False
     url = "memory"
     accepts_deferred = True
+    lazy_render = True  # a waiting event costs its Event, not four rendered requests
 
     def __init__(self, *, max_queue: int = 10_000, max_dead_letters: int = 1000) -> None:
         if max_queue < 1:

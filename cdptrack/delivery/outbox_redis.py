@@ -26,15 +26,23 @@ one outbox in one Redis Cluster slot, so the Lua scripts below may touch several
 Credentials are never written to Redis: a worker renders each delivery from the
 canonical event with its own configuration.
 
-**Guarantees.**  ``put`` returns once Redis has the event (one round trip running a
-small script); from then on it is delivered at least once per destination even if
-workers die: a worker keeps its in-flight entries fresh (``XCLAIM ... JUSTID`` about
-every ``claim_idle / 4`` seconds), and entries idle for ``claim_idle`` seconds (their
-worker was killed or hung) are taken over by another worker (``XAUTOCLAIM``).  Retries
-and duplicates after a takeover carry the same ``message_id``.  Under normal operation
-each event reaches each destination once: routing and settling acknowledge first and
-skip their writes when another worker already did the work.  A worker that stops
-gracefully hands its unfinished entries back to the group at once.
+**Staging: one round trip per burst, off the request path.**  Once the process's sender
+thread runs, ``put`` (and ``put_deferred``: a middleware's record, built into events in
+the sender thread) only appends to an in-process list, and the sender moves each burst
+to Redis in one pipelined round trip, at most about 20 ms later (``flush()`` waits for
+it).  The trade-off: an event is in Redis a few milliseconds after ``capture`` returned,
+not before, so a process killed in that window loses it (a graceful stop moves it).
+Before the sender starts, and in a forked child until its own sender starts, ``put``
+writes through (one round trip per event).
+
+**Guarantees.** Once an event is in Redis it is delivered at least once per destination
+even if workers die: a worker keeps its in-flight entries fresh (``XCLAIM ... JUSTID``
+about every ``claim_idle / 4`` seconds), and entries idle for ``claim_idle`` seconds
+(their worker was killed or hung) are taken over by another worker (``XAUTOCLAIM``).
+Retries and duplicates after a takeover carry the same ``message_id``. Under normal
+operation each event reaches each destination once: routing and settling acknowledge
+first and skip their writes when another worker already did the work. A worker that
+stops gracefully hands its unfinished entries back to the group at once.
 
 **Poison entries.**  An entry that crashes (or hangs) every worker that takes it would
 be taken over forever, killing one worker after another.  Redis counts how often each
@@ -85,6 +93,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ..config import ConfigError
 from ..destinations.base import WireRequest
 from ..events import Event
+from .deferred import DeferredBuild, run_build
 from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
 
 logger = logging.getLogger("cdptrack")
@@ -278,7 +287,15 @@ class RedisOutbox(Outbox):
         self.consumer = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # capture side
         self._last = 0
-        self._buffer: deque[tuple[int, str]] = deque()
+        # Staged (and, while Redis is down, buffered) events: the JSON text, or while
+        # staging the event or deferred build itself, encoded in the sender thread.
+        self._buffer: deque[tuple[int, Payload | str | DeferredBuild]] = deque()
+        # Once this process's sender thread runs (start()), put() only stages and the
+        # sender appends each burst with one pipelined round trip.  Before that (and in
+        # a forked child until its sender starts) put() writes through.
+        self._staging = False
+        self.accepts_deferred = False
+        self._refused: dict[str, int] = {}  # staged, then refused: for the sender to count
         # key -> (stream, entry id)
         self._requeued: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._checked = 0.0
@@ -381,14 +398,10 @@ class RedisOutbox(Outbox):
     # -- capture side --------------------------------------------------------------------
 
     def put(self, item: Payload) -> bool:
-        if isinstance(item, Event):
-            data: Mapping[str, Any] = item.to_dict()
-        elif not item.get("message_id"):
-            # Fixed now, so every copy of this event (a retry, a takeover) has one id.
-            data = {**item, "message_id": str(uuid.uuid4())}
-        else:
-            data = item
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        item = _with_id(item)  # fixed now: every copy (a retry, a takeover) has one id
+        if self._staging:
+            return self._stage(item)
+        body = _body(item)
         if not self._buffer and self._available():
             try:
                 added = self._script("put")(keys=[self.events_key], args=[self.maxlen, body])
@@ -401,14 +414,27 @@ class RedisOutbox(Outbox):
                 with self._lock:
                     self._last += 1
                 return True
+        return self._stage(body)
+
+    def put_deferred(self, job: DeferredBuild) -> bool:
+        """Only while staging (``accepts_deferred``): the job is built in the sender
+        thread, its events appended to Redis with the next burst."""
+        return self._stage(job)
+
+    def _stage(self, item: Payload | str | DeferredBuild) -> bool:
         with self._lock:
             if len(self._buffer) >= self.buffer_max:
                 self._drops["outbox_unavailable"] = self._drops.get("outbox_unavailable",
                                                                     0) + 1
                 return False
             self._last += 1
-            self._buffer.append((self._last, body))
+            self._buffer.append((self._last, item))
             return True
+
+    def take_refusals(self) -> dict[str, int]:
+        with self._lock:
+            refused, self._refused = self._refused, {}
+        return refused
 
     def drops(self) -> dict[str, int]:
         """Events this outbox refused or lost, by reason (``outbox_unavailable``)."""
@@ -457,6 +483,8 @@ class RedisOutbox(Outbox):
         return self._dest_prefix + destination
 
     def start(self) -> None:
+        self._staging = True
+        self.accepts_deferred = True  # deferred builds are built in the sender thread
         if self.role == "worker":
             try:
                 self._ensure_group(self.events_key)
@@ -563,8 +591,11 @@ class RedisOutbox(Outbox):
                     self._cache(name, entry, routing.requests[name])
         return refused
 
-    def _cache(self, destination: str, entry: str, requests: list[WireRequest]) -> None:
+    def _cache(self, destination: str, entry: str, requests: list[WireRequest] | None
+               ) -> None:
         """Rendered requests in memory, so this worker's lane need not render again."""
+        if requests is None:
+            return
         self._rendered[(destination, entry)] = requests
         while len(self._rendered) > 10_000:
             self._rendered.popitem(last=False)
@@ -691,16 +722,34 @@ class RedisOutbox(Outbox):
         return more
 
     def _drain_buffer(self) -> bool:
+        """Move staged events to Redis: one pipelined round trip for up to 500."""
         if not self._buffer or not self._available():
             return False
         with self._lock:
             batch = list(itertools.islice(self._buffer, 500))
+        bodies: list[str] = []
+        invalid = 0
+        for _, item in batch:
+            if isinstance(item, DeferredBuild):
+                built = run_build(item)
+                if built is None:
+                    invalid += 1
+                    continue
+                for one in built:
+                    if isinstance(one, Event | Mapping):
+                        bodies.append(_body(_with_id(one)))
+                    else:
+                        invalid += 1
+            else:
+                bodies.append(item if isinstance(item, str) else _body(item))
         try:
-            pipe = self._client().pipeline(transaction=False)
-            script = self._script("put")
-            for _, body in batch:
-                script(keys=[self.events_key], args=[self.maxlen, body], client=pipe)
-            results = pipe.execute()
+            results: list[Any] = []
+            if bodies:
+                pipe = self._client().pipeline(transaction=False)
+                script = self._script("put")
+                for body in bodies:
+                    script(keys=[self.events_key], args=[self.maxlen, body], client=pipe)
+                results = pipe.execute()
         except self._errors() as error:
             self._failed(error, "moving buffered events")
             return False
@@ -711,6 +760,9 @@ class RedisOutbox(Outbox):
                 self._buffer.popleft()
             if full:
                 self._drops["queue_full"] = self._drops.get("queue_full", 0) + full
+                self._refused["queue_full"] = self._refused.get("queue_full", 0) + full
+            if invalid:
+                self._refused["invalid"] = self._refused.get("invalid", 0) + invalid
         if full:
             logger.warning("cdptrack: %d buffered events dropped: %s is full (maxlen %d)",
                            full, self.url, self.maxlen)
@@ -949,6 +1001,18 @@ class RedisOutbox(Outbox):
 
     def __repr__(self) -> str:
         return f"RedisOutbox({self.url!r}, prefix={self.prefix!r}, role={self.role!r})"
+
+
+def _with_id(item: Payload) -> Payload:
+    if isinstance(item, Event) or item.get("message_id"):
+        return item
+    return {**item, "message_id": str(uuid.uuid4())}
+
+
+def _body(item: Payload) -> str:
+    """An event as stored in the stream: compact canonical JSON."""
+    data = item.to_dict() if isinstance(item, Event) else item
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def _letter_dict(letter: DeadLetter) -> dict[str, Any]:

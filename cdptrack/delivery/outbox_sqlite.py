@@ -5,7 +5,9 @@
 path).  "Accepted" means ``capture`` returned; from then on the event survives a crash or
 ``SIGKILL`` of the process and is delivered, at least once, after the next start.  With
 ``synchronous=NORMAL`` a power cut or OS crash may lose the last transactions; add
-``?synchronous=full`` to the URL to fsync every capture instead (slower).
+``?synchronous=full`` to the URL to fsync every capture instead (slower).  A request's
+events (the middleware's deferred record) are built on the request's thread and
+committed in one transaction: one commit per request, not one per event.
 
 **Layout.**  ``events`` holds accepted events (canonical JSON).  After rendering, the
 sender records one ``deliveries`` row per destination and deletes it when that
@@ -33,7 +35,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 from urllib.parse import parse_qs
@@ -41,6 +43,7 @@ from urllib.parse import parse_qs
 from ..config import ConfigError
 from ..destinations.base import WireRequest
 from ..events import Event
+from .deferred import DeferredBuild, run_build
 from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
 
 LEASE = 60.0  # seconds without a heartbeat after which another process takes over
@@ -95,6 +98,9 @@ def _new_owner() -> str:
 
 class SQLiteOutbox(Outbox):
     durable = True
+    # A request's deferred record is built on the caller's thread and its events are
+    # committed in one transaction (put_deferred): one commit per request, not per event.
+    accepts_deferred = True
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL", url: str | None = None,
                  max_cached: int = 10_000) -> None:
@@ -127,6 +133,7 @@ class SQLiteOutbox(Outbox):
         self._last = 0
         self._handed: dict[str, set[int]] = {}
         self._rendered: dict[tuple[int, str], list[WireRequest]] = {}
+        self._refused: dict[str, int] = {}  # deferred builds that raised, for the sender
 
     # -- connections -------------------------------------------------------------------
 
@@ -169,14 +176,46 @@ class SQLiteOutbox(Outbox):
     # -- capture side ------------------------------------------------------------------
 
     def put(self, item: Payload) -> bool:
-        data = item.to_dict() if isinstance(item, Event) else item
-        body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+        body = _body(item)
         with self._lock:
             cursor = self._writer_conn().execute(
                 "INSERT INTO events (owner, body, created) VALUES (?, ?, ?)",
                 (self._owner, body, time.time()))
             self._last = int(cursor.lastrowid or self._last)
         return True
+
+    def put_deferred(self, job: DeferredBuild) -> bool:
+        """A request's events, built here (on the caller's thread: what is accepted is
+        on disk when this returns) and committed in one transaction, not one each.  A
+        build that raises is logged and counted as ``invalid`` (see
+        :meth:`take_refusals`)."""
+        built = run_build(job)
+        bodies: list[str] = []
+        invalid = 0 if built is not None else 1
+        for one in built or ():
+            if isinstance(one, Event | Mapping):
+                bodies.append(_body(one))
+            else:
+                invalid += 1
+        with self._lock:
+            if invalid:
+                self._refused["invalid"] = self._refused.get("invalid", 0) + invalid
+            if not bodies:
+                return True
+            conn = self._writer_conn()
+            now = time.time()
+            with self._transaction(conn):
+                for body in bodies:
+                    cursor = conn.execute(
+                        "INSERT INTO events (owner, body, created) VALUES (?, ?, ?)",
+                        (self._owner, body, now))
+            self._last = int(cursor.lastrowid or self._last)
+        return True
+
+    def take_refusals(self) -> dict[str, int]:
+        with self._lock:
+            refused, self._refused = self._refused, {}
+        return refused
 
     def last_key(self) -> int:
         return self._last
@@ -264,7 +303,7 @@ class SQLiteOutbox(Outbox):
                 conn.execute("UPDATE events SET routed = 1 WHERE id = ?", (routing.key,))
         for routing in routings:
             for name, requests in routing.requests.items():
-                if len(self._rendered) < self._max_cached:
+                if requests is not None and len(self._rendered) < self._max_cached:
                     self._rendered[(routing.key, name)] = requests
         return []
 
@@ -401,3 +440,9 @@ def _pid_running(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _body(item: Payload) -> str:
+    """An event as stored: compact canonical JSON."""
+    data = item.to_dict() if isinstance(item, Event) else item
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -40,6 +40,12 @@ TAKE = 256  # new events rendered per dispatcher round
 # captures a few more events right away, and this way it does not have to fight the
 # sender for the GIL while it does (events wait a few milliseconds; nobody notices).
 LINGER = 0.005
+# While events keep coming, the dispatcher looks for new ones every POLL seconds on its
+# own timer instead of being woken by each capture: one wake-up per burst, not per page
+# view (a cross-thread wake costs the app thread a write and the loop a full round).  It
+# goes back to sleeping until woken after QUIET_POLLS looks that found nothing.
+POLL = 0.02
+QUIET_POLLS = 3
 MAINTAIN_EVERY = 5.0  # seconds between outbox housekeeping rounds
 
 
@@ -214,8 +220,14 @@ class Sender:
         outbox = self._outbox
         for lane in self._lanes.values():
             lane.wake()  # a durable outbox may hold deliveries from the last run
+        quiet = QUIET_POLLS
         while True:
             items = outbox.take_new(TAKE)
+            self._count_refusals()
+            if not items and quiet < QUIET_POLLS:
+                quiet += 1
+                await asyncio.sleep(POLL)  # still busy lately: look again, unwoken
+                continue
             if not items:
                 self._idle = True
                 items = outbox.take_new(TAKE)  # re-check after announcing the nap
@@ -226,15 +238,23 @@ class Sender:
                     await asyncio.sleep(LINGER)
                     continue
                 self._idle = False
+            quiet = 0
             try:
                 self._route(items)
             except Exception:
                 logger.exception("routing %d events failed", len(items))
             await asyncio.sleep(0)  # let the lanes run between rounds
 
+    def _count_refusals(self) -> None:
+        for reason, n in self._outbox.take_refusals().items():
+            for name in self._destinations:
+                self._counters.drop(name, reason, n)
+                for _ in range(n):
+                    self._callbacks.drop(None, name, reason)
+
     def _route(self, items: Sequence[tuple[int, Payload | str | DeferredBuild]]) -> None:
         routings: list[Routing] = []
-        touched: set[str] = set()
+        touched: dict[str, int] = {}  # destination -> new deliveries
         for key, payload in items:
             if isinstance(payload, DeferredBuild):
                 built = self._build(payload)
@@ -244,14 +264,17 @@ class Sender:
                     self._render(key, one, routings, touched)
             else:
                 self._render(key, payload, routings, touched)
-        for key, destination in self._outbox.route(routings):
-            self._counters.drop(destination, "queue_full")
-            event_of = next((r.event for r in routings if r.key == key), None)
-            self._callbacks.drop(event_of, destination, "queue_full")
-        for name in touched:
+        refused = self._outbox.route(routings)
+        if refused:
+            # One lookup per refusal (a full lane refuses a whole round: no scan each).
+            event_of = {r.key: r.event for r in reversed(routings)}
+            for key, destination in refused:
+                self._counters.drop(destination, "queue_full")
+                self._callbacks.drop(event_of.get(key), destination, "queue_full")
+        for name, count in touched.items():
             lane = self._lanes.get(name)
             if lane is not None:
-                lane.wake()
+                lane.wake(count)
 
     def _build(self, job: DeferredBuild) -> list[Any]:
         """A deferred build's events; a build that raises is counted as invalid."""
@@ -264,14 +287,25 @@ class Sender:
         return built
 
     def _render(self, key: int, payload: Payload | str, routings: list[Routing],
-                touched: set[str]) -> None:
+                touched: dict[str, int]) -> None:
         event = self._validate(payload)
         routing = Routing(key, event)
         routings.append(routing)
-        if event is not None:
-            self._render_event(event, routing, touched)
+        if event is None:
+            return
+        for prop in event.dropped:  # the event goes; these properties could not
+            for name in self._destinations:
+                self._counters.add(name, f"dropped_property:{prop}")
+        if self._outbox.lazy_render:
+            # The lane renders when it sends; until then a delivery is just the event.
+            routing.requests = dict.fromkeys(self._destinations)
+            for name in self._destinations:
+                touched[name] = touched.get(name, 0) + 1
+            return
+        self._render_event(event, routing, touched)
 
-    def _render_event(self, event: Event, routing: Routing, touched: set[str]) -> None:
+    def _render_event(self, event: Event, routing: Routing, touched: dict[str, int]
+                      ) -> None:
         try:
             rendered = render_event(event, self._config, self._destinations)
         except Exception:
@@ -283,14 +317,13 @@ class Sender:
         for destination, reason in rendered.skipped:
             self._counters.drop(destination, reason)
             self._callbacks.drop(event, destination, reason)
-        for prop in event.dropped:  # the event went; these properties could not
-            for name in self._destinations:
-                self._counters.add(name, f"dropped_property:{prop}")
-        by_destination: dict[str, list[WireRequest]] = {}
+        by_destination: dict[str, list[WireRequest] | None] = {}
         for request in rendered.requests:
-            by_destination.setdefault(request.destination, []).append(request)
+            listed = by_destination.setdefault(request.destination, [])
+            assert listed is not None
+            listed.append(request)
+            touched[request.destination] = touched.get(request.destination, 0) + 1
         routing.requests = by_destination
-        touched.update(by_destination)
 
     def _validate(self, payload: Payload | str) -> Event | None:
         if isinstance(payload, Event):

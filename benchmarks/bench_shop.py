@@ -1,0 +1,418 @@
+"""What cdptrack costs a shop: web-process CPU per page view and throughput, as ratios to
+the same shop without cdptrack, measured in the same run.
+
+Two shops (``benchmarks/shop_apps.py``): Flask under gunicorn (1 worker, gthread, 4
+threads, keep-alive) and FastAPI under uvicorn (1 process).  Each serves a product page
+to a signed-in visitor, so every destination gets the page view.  A load process on
+127.0.0.1 sends ``--requests`` keep-alive GETs from ``--concurrency`` connections.  A
+collector process (127.0.0.1) answers 200 like the four APIs and counts what arrived.
+
+Per configuration (none / memory outbox, all four APIs / memory, Customer.io only /
+Redis outbox + ``cdptrack worker`` / SQLite outbox, all four) the web process's CPU
+(utime + stime from ``/proc/<pid>/stat``) is read before the load and after the
+collector has every event of it, so the sender's work on those events is in the figure.
+The worker's CPU is read the same way.  A run fails loudly when an event is missing.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_shop.py [--requests 1500]
+        [--concurrency 4] [--rounds 1] [--shops flask,fastapi] [--configs ...]
+
+Needs gunicorn and uvicorn (the ``dev`` extra) and, for the Redis row, ``redis-server``
+on the PATH (the row is skipped without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICK = os.sysconf("SC_CLK_TCK")
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+PREFIXES = ("tracker", "yespo", "cio", "op")
+
+
+# -- the collector -------------------------------------------------------------------------
+
+def collector(port_out: Any) -> None:
+    """Answers 200 ``{}`` to everything; counts messages per API (a Customer.io batch
+    counts its messages).  ``GET /__counts`` returns the counts, ``POST /__reset``
+    zeroes them."""
+    counts = dict.fromkeys(PREFIXES, 0)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                body = await reader.readexactly(length) if length else b""
+                path = head.split(b" ", 2)[1].decode()
+                if path == "/__counts":
+                    data = json.dumps(counts).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(data), data))
+                    continue
+                if path == "/__reset":
+                    for name in counts:
+                        counts[name] = 0
+                else:
+                    name = path.split("/", 2)[1]
+                    if name == "cio":
+                        counts[name] += body.count(b'"messageId"')
+                    elif name in counts:
+                        counts[name] += 1
+                writer.write(OK)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port_out.send(server.sockets[0].getsockname()[1])
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def collector_call(port: int, method: str, path: str) -> dict[str, int]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request(method, path)
+    data = conn.getresponse().read()
+    conn.close()
+    return json.loads(data) if data and data != b"{}" else {}
+
+
+# -- the load ------------------------------------------------------------------------------
+
+def load(port: int, cookie: str, requests: int, concurrency: int) -> float:
+    """``requests`` GETs of product pages over ``concurrency`` keep-alive connections;
+    returns the wall time in seconds.  Any answer but 200 raises."""
+    paths = [f"/product/{pid}" for pid in ("101", "102", "201", "302")]
+    per = [requests // concurrency + (1 if i < requests % concurrency else 0)
+           for i in range(concurrency)]
+    errors: list[str] = []
+
+    def one(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Cookie": cookie, "User-Agent": "Mozilla/5.0 (bench) Firefox/120.0"}
+        try:
+            for i in range(n):
+                conn.request("GET", paths[i % len(paths)], headers=headers)
+                answer = conn.getresponse()
+                answer.read()
+                if answer.status != 200:
+                    errors.append(f"status {answer.status}")
+                    return
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in per]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"load failed: {errors[:3]}")
+    return elapsed
+
+
+def _load_child(port: int, cookie: str, requests: int, concurrency: int, out: Any) -> None:
+    out.send(load(port, cookie, requests, concurrency))
+
+
+def login(port: int) -> str:
+    """Sign a visitor in; returns the Cookie header (session, and cdptrack's ``sc``)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", "/login", body="email=bench%40example.com",
+                 headers={"Content-Type": "application/x-www-form-urlencoded",
+                          "User-Agent": "Mozilla/5.0 (bench) Firefox/120.0"})
+    answer = conn.getresponse()
+    answer.read()
+    cookies = [value.split(";", 1)[0] for name, value in answer.getheaders()
+               if name.lower() == "set-cookie"]
+    conn.close()
+    if answer.status != 200:
+        raise RuntimeError(f"login answered {answer.status}")
+    return "; ".join(cookies)
+
+
+# -- processes -----------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as found:
+            return [int(x) for x in found.read().split()]
+    except OSError:
+        return []
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# -- configurations ------------------------------------------------------------------------
+
+@dataclass
+class Setup:
+    name: str
+    destinations: tuple[str, ...]  # () = cdptrack off
+    outbox: str = "memory"  # memory / sqlite / redis
+
+
+CONFIGS = {
+    "none": Setup("without cdptrack", ()),
+    "memory": Setup("memory outbox, all four APIs", PREFIXES),
+    "customerio": Setup("memory outbox, Customer.io only", ("cio",)),
+    "redis": Setup("Redis outbox + cdptrack worker", PREFIXES, "redis"),
+    "sqlite": Setup("SQLite outbox, all four APIs", PREFIXES, "sqlite"),
+}
+# Messages one product page view gives each API.  Flask's HTML page is a page view and
+# a product view: the Yespo tracker takes the product view (it has no page event), the
+# others both.  FastAPI's JSON answer is not a page, so only the product view.
+PER_VIEW = {"flask": {"tracker": 1, "yespo": 2, "cio": 2, "op": 2},
+            "fastapi": {"tracker": 1, "yespo": 1, "cio": 1, "op": 1}}
+
+
+def environment(setup: Setup, collector_port: int, outbox_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDPTRACK_")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["BENCH_CDPTRACK"] = "1" if setup.destinations else "0"
+    base = f"http://127.0.0.1:{collector_port}"
+    env.update({
+        "CDPTRACK_YESPO_TRACKER_URL": base + "/tracker/api/v2",
+        "CDPTRACK_YESPO_API_URL": base + "/yespo/api/v1",
+        "CDPTRACK_CUSTOMERIO_URL": base + "/cio/v1",
+        "CDPTRACK_ORANGEPILL_URL": base + "/op/v1",
+        "CDPTRACK_OUTBOX": outbox_url,
+    })
+    keys = {"tracker": ("CDPTRACK_YESPO_SITE_ID", "bench-site"),
+            "yespo": ("CDPTRACK_YESPO_API_KEY", "bench-yespo-key"),
+            "cio": ("CDPTRACK_CUSTOMERIO_API_KEY", "bench-cio-key"),
+            "op": ("CDPTRACK_ORANGEPILL_API_KEY", "bench-op-key")}
+    for name in setup.destinations:
+        env[keys[name][0]] = keys[name][1]
+    return env
+
+
+def server_command(shop: str, port: int) -> list[str]:
+    if shop == "flask":
+        return [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread",
+                "--threads", "4", "--keep-alive", "30", "-b", f"127.0.0.1:{port}",
+                "--log-level", "warning", "benchmarks.shop_apps:flask_app()"]
+    return [sys.executable, "-m", "uvicorn", "--factory", "benchmarks.shop_apps:fastapi_app",
+            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+            "--log-level", "warning", "--timeout-keep-alive", "30"]
+
+
+@dataclass
+class Result:
+    cpu_us: float  # web process CPU per page view
+    rate: float  # page views per second during the load
+    worker_us: float | None = None  # worker CPU per page view
+    missing: dict[str, int] = field(default_factory=dict)
+
+
+def wait_counts(port: int, want: dict[str, int], timeout: float) -> dict[str, int]:
+    """Wait until the collector has ``want``; returns what is missing (empty: all)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = collector_call(port, "GET", "/__counts")
+        missing = {k: v - got.get(k, 0) for k, v in want.items() if got.get(k, 0) < v}
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(0.05)
+
+
+def settle(port: int) -> None:
+    """Wait until the collector's counts stop moving (login events, warm-up)."""
+    last: dict[str, int] | None = None
+    stable_since = time.monotonic()
+    while time.monotonic() - stable_since < 1.0:
+        got = collector_call(port, "GET", "/__counts")
+        if got != last:
+            last, stable_since = got, time.monotonic()
+        time.sleep(0.1)
+
+
+def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: int,
+            redis_port: int | None, workdir: str, round_no: int) -> Result:
+    if setup.outbox == "redis":
+        outbox = f"redis://127.0.0.1:{redis_port}/0?prefix=bench-{shop}-{round_no}"
+    elif setup.outbox == "sqlite":
+        outbox = "sqlite:///" + os.path.join(workdir, f"{shop}-{round_no}.db")
+    else:
+        outbox = "memory"
+    env = environment(setup, collector_port, outbox)
+    port = free_port()
+    server = subprocess.Popen(server_command(shop, port), cwd=ROOT, env=env)
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        wait_port(port, server)
+        web_pid = server.pid
+        if shop == "flask":
+            kids = children(server.pid)
+            while not kids:
+                time.sleep(0.05)
+                kids = children(server.pid)
+            web_pid = kids[0]
+        if setup.outbox == "redis":
+            worker = subprocess.Popen([sys.executable, "-m", "cdptrack.cli", "worker"],
+                                      cwd=ROOT, env=env)
+        cookie = login(port)
+        load(port, cookie, 50, 1)  # warm-up: imports, first connections
+        settle(collector_port)
+        collector_call(collector_port, "POST", "/__reset")
+        web0 = cpu_seconds(web_pid)
+        worker0 = cpu_seconds(worker.pid) if worker else 0.0
+        parent, child = multiprocessing.Pipe()
+        loader = multiprocessing.Process(target=_load_child, args=(
+            port, cookie, args.requests, args.concurrency, child))
+        loader.start()
+        loader.join()
+        if loader.exitcode != 0 or not parent.poll():
+            raise RuntimeError("the load process failed")
+        elapsed = float(parent.recv())
+        want = {name: PER_VIEW[shop][name] * args.requests for name in setup.destinations}
+        missing = wait_counts(collector_port, want, 120) if want else {}
+        web1 = cpu_seconds(web_pid)
+        worker1 = cpu_seconds(worker.pid) if worker else 0.0
+        n = args.requests
+        return Result((web1 - web0) / n * 1e6, n / elapsed,
+                      (worker1 - worker0) / n * 1e6 if worker else None, missing)
+    finally:
+        stop(worker)
+        stop(server)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=1500)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--shops", default="flask,fastapi")
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    args = parser.parse_args()
+    configs = [c for c in args.configs.split(",") if c]
+    if "none" not in configs:
+        configs.insert(0, "none")
+    redis_bin = shutil.which("redis-server")
+    redis: subprocess.Popen[bytes] | None = None
+    redis_port: int | None = None
+    if "redis" in configs:
+        if redis_bin is None:
+            print("redis-server not found: the Redis row is skipped", file=sys.stderr)
+            configs.remove("redis")
+        else:
+            redis_port = free_port()
+            redis = subprocess.Popen([redis_bin, "--port", str(redis_port), "--bind",
+                                      "127.0.0.1", "--save", "", "--appendonly", "no"],
+                                     stdout=subprocess.DEVNULL)
+    parent, child = multiprocessing.Pipe()
+    coll = multiprocessing.Process(target=collector, args=(child,), daemon=True)
+    coll.start()
+    collector_port = parent.recv()
+    results: dict[tuple[str, str], list[Result]] = {}
+    failed = False
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            for round_no in range(args.rounds):
+                for shop in args.shops.split(","):
+                    for name in configs:
+                        result = run_one(shop, CONFIGS[name], args, collector_port,
+                                         redis_port, workdir, round_no)
+                        results.setdefault((shop, name), []).append(result)
+                        if result.missing:
+                            failed = True
+                            print(f"{shop}/{name}: MISSING {result.missing}",
+                                  file=sys.stderr)
+                        print(f"  {shop:8} {name:11} {result.cpu_us:8.0f} µs CPU/view "
+                              f"{result.rate:7.0f} views/s"
+                              + (f"  worker {result.worker_us:.0f} µs/view"
+                                 if result.worker_us is not None else ""),
+                              file=sys.stderr)
+    finally:
+        coll.terminate()
+        stop(redis)
+    print(f"\n{args.requests} product page views per run, {args.concurrency} keep-alive "
+          f"connections, median of {args.rounds} round(s); Python "
+          f"{sys.version.split()[0]}, {os.cpu_count()} CPUs\n")
+    for shop in args.shops.split(","):
+        base = results[(shop, "none")]
+        base_cpu = statistics.median(r.cpu_us for r in base)
+        base_rate = statistics.median(r.rate for r in base)
+        server = "gunicorn gthread, 1 worker" if shop == "flask" else "uvicorn, 1 process"
+        print(f"{shop} ({server}); without cdptrack: {base_cpu:.0f} µs CPU per view, "
+              f"{base_rate:.0f} views/s\n")
+        print("| configuration | web CPU per view | vs. without | throughput vs. without "
+              "| worker CPU per view | every event arrived |")
+        print("| --- | ---: | ---: | ---: | ---: | --- |")
+        for name in configs:
+            runs = results[(shop, name)]
+            cpu = statistics.median(r.cpu_us for r in runs)
+            rate = statistics.median(r.rate for r in runs)
+            workers = [r.worker_us for r in runs if r.worker_us is not None]
+            worker = f"{statistics.median(workers) / 1000:.2f} ms" if workers else ""
+            arrived = "yes" if not any(r.missing for r in runs) else "NO"
+            if name == "none":
+                arrived = ""
+            print(f"| {CONFIGS[name].name} | {cpu:.0f} µs | {cpu / base_cpu:.2f}x "
+                  f"| {rate / base_rate:.2f}x | {worker} | {arrived} |")
+        print()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

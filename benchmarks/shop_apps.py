@@ -1,0 +1,90 @@
+"""The two small shops ``bench_shop.py`` serves: a product page that reads the session
+and renders a template (Flask, under gunicorn) or returns the product as JSON (FastAPI,
+under uvicorn), plus ``POST /login`` to sign a visitor in (so every destination gets the
+page view: Yespo v1/event needs an email, Orangepill an identity).
+
+``BENCH_CDPTRACK=1`` in the environment wires cdptrack (its settings from the usual
+``CDPTRACK_*`` variables); anything else serves the same shop without it.
+
+    gunicorn 'benchmarks.shop_apps:flask_app()'
+    uvicorn --factory benchmarks.shop_apps:fastapi_app
+"""
+
+
+# No "from __future__ import annotations": FastAPI must resolve the route
+# functions' annotations, which name classes imported inside fastapi_app().
+import os
+from typing import Any
+
+from cdptrack.examples import catalogue
+
+TRACKED = os.environ.get("BENCH_CDPTRACK") == "1"
+
+PAGE = """<!doctype html><html><head><title>{{ product.name }}</title></head><body>
+<h1>{{ product.name }}</h1><p class="price">{{ product.price }} {{ currency }}</p>
+<p>{{ product.description | default('') }}</p>
+<p>Cart: {{ cart | length }} lines</p>
+<ul>{% for p in related %}<li><a href="/product/{{ p.product_id }}">{{ p.name }}</a>
+{{ p.price }}</li>{% endfor %}</ul></body></html>"""
+
+
+def _user(email: str) -> dict[str, Any]:
+    return {"id": "u-" + email.split("@")[0], "email": email,
+            "orangepill_identity": catalogue.identity_for(email)}
+
+
+def flask_app() -> Any:
+    """The Flask shop (a WSGI app)."""
+    from flask import Flask, abort, render_template, request, session
+    from jinja2 import DictLoader
+
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "bench-shop-secret"
+    app.jinja_loader = DictLoader({"product.html": PAGE})  # compiled once, then cached
+
+    @app.get("/product/<product_id>")
+    def product_detail(product_id: str) -> str:
+        found = catalogue.product(product_id) or abort(404)
+        cart = session.get("cart", [])
+        related = catalogue.in_category(found["category_slug"])
+        return render_template("product.html", product=found, cart=cart, related=related,
+                                      currency=catalogue.CURRENCY)
+
+    @app.post("/login")
+    def login() -> str:
+        session["user"] = _user(request.form.get("email", "bench@example.com"))
+        return "ok"
+
+    if TRACKED:
+        from cdptrack.integrations.flask import CDPTrack
+
+        CDPTrack(app)
+    return app
+
+
+def fastapi_app() -> Any:
+    """The FastAPI shop (an ASGI app)."""
+    from fastapi import FastAPI, HTTPException, Request
+    from starlette.middleware.sessions import SessionMiddleware
+
+    app = FastAPI()
+
+    @app.get("/product/{product_id}")
+    async def product_detail(product_id: str, request: Request) -> dict[str, Any]:
+        found = catalogue.product(product_id)
+        if found is None:
+            raise HTTPException(404)
+        cart = request.session.get("cart", [])
+        return {**found, "cart_lines": len(cart), "currency": catalogue.CURRENCY}
+
+    @app.post("/login")
+    async def login(request: Request) -> str:
+        request.session["user"] = _user("bench@example.com")
+        return "ok"
+
+    if TRACKED:
+        from cdptrack.integrations.fastapi import setup
+
+        setup(app)
+    app.add_middleware(SessionMiddleware, secret_key="bench-shop-secret")
+    return app
