@@ -358,3 +358,11 @@ def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> 
         answer = run(main())
         assert answer.text == "via proxy"
         assert proxy.received("http://")[0].path == "http://api.example.invalid/v1/event"
+
+
+def test_an_answer_s_repr_shows_neither_its_headers_nor_its_body() -> None:
+    """An API may echo the request (and its key) back; a repr in a log line must not."""
+    from cdptrack.delivery.http import Response
+
+    text = repr(Response(400, {"www-authenticate": "Basic Q0lPS0VZ"}, b"x-api-key: OPKEY"))
+    assert "Q0lPS0VZ" not in text and "OPKEY" not in text and "400" in text

@@ -36,7 +36,7 @@ import ssl
 import urllib.request
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -56,8 +56,9 @@ class Response:
     field keeps its last value); ``content``, the body bytes (de-chunked)."""
 
     status_code: int
-    headers: dict[str, str]
-    content: bytes
+    # Not in the repr: an API may echo the request's headers (its key) in its answer.
+    headers: dict[str, str] = field(repr=False)
+    content: bytes = field(repr=False)
 
     @property
     def text(self) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from cdptrack.config import Config
+from cdptrack.delivery.deferred import as_deferred
 from cdptrack.events import Event
 from cdptrack.examples.flask_shop.app import create_app
 from cdptrack.tracker import Tracker
@@ -32,6 +33,24 @@ class AcceptingTracker(Tracker):
 
     def capture(self, event: Any) -> None:
         super().capture(event)
+        self._write(event)
+
+    def capture_deferred(self, job: Any) -> None:
+        # The SQLite outbox builds a request's record inside this call and commits its
+        # events before returning: they are accepted once it returned.
+        built: list[Any] = []
+        deferred = as_deferred(job)
+
+        def build() -> list[Any]:
+            events = list(deferred.build())
+            built.extend(events)
+            return events
+
+        super().capture_deferred(build)
+        for event in built:
+            self._write(event)
+
+    def _write(self, event: Any) -> None:
         data = event.to_dict() if isinstance(event, Event) else dict(event)
         os.write(self._accepted, (json.dumps(data, default=str) + "\n").encode())
 
