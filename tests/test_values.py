@@ -125,3 +125,34 @@ def test_capture_with_decimal_money_and_odd_values_delivers_everywhere() -> None
     product_page = next(r for r in sink.requests("yespo_tracker")
                         if r["event"] == "ProductPage")
     assert product_page["body"]["ProductPage"]["Product"]["price"] == "19.90 EUR"
+
+
+def test_a_session_cart_without_prices_is_skipped_at_the_tracker_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from flask import Flask, session
+    from observe_support import ListTracker
+
+    from cdptrack.integrations.flask import CDPTrack
+
+    app = Flask(__name__)
+    app.secret_key = "test"
+    tracker = ListTracker()
+    CDPTrack(app, tracker=tracker, defer_events=False)
+
+    @app.post("/unpriced-cart/add/<pid>")
+    def add(pid: str) -> str:
+        cart = dict(session.get("cart") or {})
+        cart[pid] = cart.get(pid, 0) + 1
+        session["cart"] = cart
+        return "ok"
+
+    client = app.test_client()
+    with caplog.at_level("WARNING", logger="cdptrack.observe"):
+        client.post("/unpriced-cart/add/72354").close()  # events are built at close()
+        client.post("/unpriced-cart/add/72355").close()
+    carts = [e for e in tracker.events if e.event == "Cart Updated"]
+    assert len(carts) == 2  # the event itself still goes (Customer.io takes it)
+    warnings = [r.getMessage() for r in caplog.records
+                if "Cart Updated" in r.getMessage() and "has no price" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # once per route, not per request
+    assert "catalogue" in warnings[0]

@@ -55,6 +55,10 @@ _IDENTITY_KEYS = ("user_id", "email", "phone")
 
 # Routes already warned about a missing field (one warning per route and field).
 _warned: set[tuple[str, str]] = set()
+_HOW_TO_PRICE_CART = (
+    "keep the price in the cart lines, or register catalogue=lambda product_id: {...}; "
+    "the Yespo tracker refuses a StatusCart with an unpriced line, so it is skipped "
+    "(counted as missing_field:price)")
 _HOW_TO_PRICE = (
     "return the product from the view (a dict, dataclass, pydantic or ORM object), put it "
     "in the template context as 'product', call track.product(price=...), or register "
@@ -258,6 +262,8 @@ def build_events(state: RequestState, options: ObserveOptions,
             (p["currency"] for p in products if isinstance(p.get("currency"), str)), None)
         if currency:
             props["currency"] = currency
+        if any(line.get("price") is None for line in (*products, *added, *removed)):
+            warn_missing(state, CART_UPDATED, "price", _HOW_TO_PRICE_CART)
         add("track", CART_UPDATED, props)
 
     for name, props in state.custom_events or ():
