@@ -134,6 +134,8 @@ class SQLiteOutbox(Outbox):
         self._handed: dict[str, set[int]] = {}
         self._rendered: dict[tuple[int, str], list[WireRequest]] = {}
         self._refused: dict[str, int] = {}  # deferred builds that raised, for the sender
+        # event id -> [the routed Event, its deliveries not yet handed out]
+        self._decoded: dict[int, list[Any]] = {}
 
     # -- connections -------------------------------------------------------------------
 
@@ -305,7 +307,23 @@ class SQLiteOutbox(Outbox):
             for name, requests in routing.requests.items():
                 if requests is not None and len(self._rendered) < self._max_cached:
                     self._rendered[(routing.key, name)] = requests
+            if (routing.event is not None and routing.requests
+                    and len(self._decoded) < self._max_cached):
+                self._decoded[routing.key] = [routing.event, len(routing.requests)]
         return []
+
+    def _event_of(self, key: int, body: str) -> Event:
+        """The event of row ``key``: the one the dispatcher validated when it is still in
+        memory (each lane would otherwise decode and validate the row again), else
+        decoded from ``body`` (``ValueError`` when it is not a valid event)."""
+        cached = self._decoded.get(key)
+        if cached is None:
+            return Event.from_dict(json.loads(body))
+        cached[1] -= 1
+        if cached[1] <= 0:
+            del self._decoded[key]
+        event: Event = cached[0]
+        return event
 
     def next_for(self, destination: str, limit: int) -> list[Delivery]:
         handed = self._handed.setdefault(destination, set())
@@ -321,7 +339,7 @@ class SQLiteOutbox(Outbox):
             if key in handed:
                 continue
             try:
-                event = Event.from_dict(json.loads(body))
+                event = self._event_of(key, body)
             except ValueError:
                 broken.append(Delivery(key, destination, Event(type="track", event="?")))
                 continue
