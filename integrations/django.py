@@ -58,7 +58,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-import re
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -85,6 +84,7 @@ from cdptrack.observe.options import (
     ObserveOptions,
     split_options,
 )
+from cdptrack.observe.page import regex_template
 from cdptrack.observe.session import snapshot
 from cdptrack.observe.state import STATE_KEY, RequestState, SessionSnapshot, current_state
 from cdptrack.observe.visitor import identity_from_user
@@ -500,43 +500,12 @@ def read_resolver_match(state: RequestState, request: HttpRequest) -> None:
         state.skip = True  # @track.ignore() on the view class: no events, no cookie
 
 
-_NAMED_GROUP = re.compile(r"\(\?P<(\w+)>")
-
-
 def route_template(route: str) -> str:
     """``re_path`` patterns read like ``path`` ones: ``^item/(?P<pk>\\d+)/$`` becomes
     ``item/{pk}/``; ``path`` routes (``item/<int:pk>/``) are returned unchanged."""
     if not (route.startswith("^") or route.endswith("$") or "(?P<" in route):
         return route
-    out: list[str] = []
-    i, n = 0, len(route)
-    while i < n:
-        found = _NAMED_GROUP.match(route, i)
-        if found is not None:
-            depth, j = 1, found.end()
-            while j < n and depth:
-                if route[j] == "\\":
-                    j += 1
-                elif route[j] == "(":
-                    depth += 1
-                elif route[j] == ")":
-                    depth -= 1
-                j += 1
-            out.append("{" + found.group(1) + "}")
-            i = j
-            continue
-        char = route[i]
-        if char == "\\" and i + 1 < n:
-            if route[i + 1] == "Z":
-                i += 2
-                continue
-            out.append(route[i + 1])
-            i += 2
-            continue
-        if char not in "^$?":
-            out.append(char)
-        i += 1
-    return "".join(out)
+    return regex_template(route)
 
 
 def _read_session(session: Any, options: ObserveOptions) -> SessionSnapshot:

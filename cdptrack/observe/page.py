@@ -114,13 +114,14 @@ def normalize_template(template: str) -> str:
     expression groups (``^p/(?P<pk>\\d+)/$``) all become ``{name}``:
     ``/product/{id}``, ``/products/{id}``, ``/p/{pk}/``."""
     if "(?P<" in template or template.startswith("^") or template.endswith("$"):
-        template = _regex_template(template)
+        template = regex_template(template)
     if "<" not in template and ":" not in template:
         return template
     return _PARAM_RE.sub(lambda m: "{" + (m.group(1) or m.group(2)).strip() + "}", template)
 
 
-def _regex_template(route: str) -> str:
+def regex_template(route: str) -> str:
+    """A ``re_path``-style regular expression read as a route template (see below)."""
     # ``^p/(?P<pk>\d+)-(?P<slug>.*)/$`` → ``p/{pk}-{slug}/``: named groups become
     # parameters, escapes their character, anchors and other group syntax vanish.
     out: list[str] = []
@@ -763,6 +764,7 @@ __all__ = [
     "path_convention",
     "plain_order",
     "product_details",
+    "regex_template",
     "resolve_page",
     "resolve_page_source",
     "route_shape",
