@@ -187,7 +187,9 @@ def test_two_workers_deliver_each_event_once_per_destination(
     outputs = [workers.output(first), workers.output(second)]
     for name in DESTINATIONS:  # the workers' own counts agree: nothing sent twice
         assert sum(sent_by(out, name) for out in outputs) == 200, name
-    assert all(sent_by(out, "orangepill") > 0 for out in outputs), "one worker did nothing"
+    # Which worker gets a burst is up to Redis: a web process appends a burst in one
+    # round trip and one XREADGROUP may hand all of it to one worker, so how the 200
+    # split is not asserted; that neither sent one twice is.
     for out in outputs:
         for secret in API_KEYS.values():
             assert secret not in out
