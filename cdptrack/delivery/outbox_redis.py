@@ -311,7 +311,10 @@ class RedisOutbox(Outbox):
         self._handed: dict[int, tuple[str, str]] = {}  # delivery key -> (dest, entry id)
         self._reclaimed: dict[str, deque[tuple[str, dict[str, str]]]] = {}
         self._unsettled: list[tuple[str, str, list[str]]] = []  # settle to retry later
-        self._rendered: OrderedDict[tuple[str, str], list[WireRequest]] = OrderedDict()
+        # (destination, entry id) -> the routed event and its rendered requests, so this
+        # worker's lane neither decodes and validates the entry again nor renders it.
+        self._rendered: OrderedDict[tuple[str, str], tuple[Event, list[WireRequest]]] = (
+            OrderedDict())
         self._groups: set[str] = set()
         self._cursors: dict[str, str] = {}
         self._next_touch = 0.0
@@ -588,15 +591,16 @@ class RedisOutbox(Outbox):
                 if not entry:
                     refused.append((routing.key, name))
                 else:
-                    self._cache(name, entry, routing.requests[name])
+                    self._cache(name, entry, routing.event, routing.requests[name])
         return refused
 
-    def _cache(self, destination: str, entry: str, requests: list[WireRequest] | None
-               ) -> None:
-        """Rendered requests in memory, so this worker's lane need not render again."""
-        if requests is None:
+    def _cache(self, destination: str, entry: str, event: Event | None,
+               requests: list[WireRequest] | None) -> None:
+        """The routed event and its rendered requests in memory, so this worker's lane
+        need not decode, validate nor render them again."""
+        if requests is None or event is None:
             return
-        self._rendered[(destination, entry)] = requests
+        self._rendered[(destination, entry)] = (event, requests)
         while len(self._rendered) > 10_000:
             self._rendered.popitem(last=False)
 
@@ -611,14 +615,16 @@ class RedisOutbox(Outbox):
         for entry, fields in self._read(stream, limit, waiting):
             key = next(self._keys)
             self._handed[key] = (destination, entry)
+            cached = self._rendered.pop((destination, entry), None)
             try:
-                event = Event.from_dict(json.loads(fields.get("e", "")))
+                event = (cached[0] if cached is not None
+                         else Event.from_dict(json.loads(fields.get("e", ""))))
                 only = json.loads(fields["o"]) if fields.get("o") else None
             except ValueError:
                 broken.append(Delivery(key, destination, Event(type="track", event="?")))
                 continue
             out.append(Delivery(key, destination, event,
-                                requests=self._rendered.pop((destination, entry), None),
+                                requests=cached[1] if cached is not None else None,
                                 only=frozenset(only) if only else None))
         if broken:  # unreadable entries (written by something else): do not loop on them
             logger.warning("cdptrack: %d unreadable %s entries in %s dropped",
