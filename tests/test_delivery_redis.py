@@ -492,6 +492,30 @@ def test_deferred_builds_are_staged_built_in_the_sender_and_appended_in_order(
     client.close()
 
 
+def test_a_redis_that_lost_its_scripts_still_takes_and_routes_events(
+        apis: FourApis, redis: RedisServer, prefix: str, workers: Workers) -> None:
+    """Scripts run by SHA in pipelines; after ``SCRIPT FLUSH`` (what a restart does to
+    the script cache) the appends, routing and settling load them again, with no event
+    lost or doubled."""
+    url = redis.url(prefix)
+    web = producer(apis, url)
+    web.capture(product_viewed(0))
+    assert web.flush(10)
+    assert workers.run_once(apis, url) == 0
+    client = redis_client(redis)
+    client.script_flush()
+    for i in range(1, 4):
+        web.capture(product_viewed(i))
+    assert web.flush(10)
+    assert client.xlen(f"{{{prefix}}}:events") == 3  # appended once each
+    client.script_flush()
+    assert workers.run_once(apis, url) == 0
+    assert all_arrived(apis, 4)
+    assert all(len(found) == 1 for found in markers_received(apis.orangepill).values())
+    web.shutdown()
+    client.close()
+
+
 def test_a_full_events_stream_refuses_and_the_drop_is_counted(
         apis: FourApis, redis: RedisServer, prefix: str) -> None:
     web = producer(apis, redis.url(prefix, maxlen="3"))

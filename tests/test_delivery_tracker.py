@@ -249,3 +249,29 @@ def test_shutdown_logs_the_counters_as_a_table(apis: FourApis,
     assert rows["customerio"][:6] == ["1", "1", "0", "0", "0", "0"]
     assert rows["yespo_events"][3:] == ["1", "0", "0", "skipped:no_contact_key", "1"]
     assert "{" not in record.getMessage()
+
+
+def test_an_event_the_renderer_fails_on_costs_only_that_event(
+        apis: FourApis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries are rendered by their lane when sent; a renderer that raises for one
+    event counts ``dropped:render_error`` for it and the lane's other deliveries (here
+    in the same Customer.io batch) still go."""
+    from cdptrack import destinations
+
+    real = destinations.RENDERERS["customerio"]
+
+    def flaky(event: Any, config: Any) -> Any:
+        if event.properties.get("product_id") == marker(2):
+            raise RuntimeError("renderer bug")
+        return real(event, config)
+
+    monkeypatch.setitem(destinations.RENDERERS, "customerio", flaky)
+    tracker = Tracker(apis.config(), **FAST)
+    for i in range(5):
+        tracker.capture(product_viewed(i))
+    assert tracker.flush(10)
+    assert set(markers_received(apis.customerio)) == {marker(i) for i in (0, 1, 3, 4)}
+    assert set(markers_received(apis.orangepill)) == {marker(i) for i in range(5)}
+    stats = tracker.stats()["customerio"]
+    assert stats["dropped:render_error"] == 1 and stats["sent"] == 4
+    tracker.shutdown()

@@ -193,7 +193,16 @@ class Lane:
     def _requests_for(self, delivery: Delivery) -> list[WireRequest]:
         requests = delivery.requests
         if requests is None:
-            rendered = render_event(delivery.event, self._config, [self.destination])
+            try:
+                rendered = render_event(delivery.event, self._config, [self.destination])
+            except Exception:
+                # One event the renderer cannot take costs only that event, not the
+                # other deliveries this worker holds.
+                logger.exception("rendering %s for %s failed", delivery.event.label,
+                                 self.destination)
+                self._counters.drop(self.destination, "render_error")
+                delivery.requests = []
+                return []
             for destination, reason in rendered.skipped:
                 self._counters.drop(destination, reason)
                 self._callbacks.drop(delivery.event, destination, reason)

@@ -311,7 +311,10 @@ class RedisOutbox(Outbox):
         self._handed: dict[int, tuple[str, str]] = {}  # delivery key -> (dest, entry id)
         self._reclaimed: dict[str, deque[tuple[str, dict[str, str]]]] = {}
         self._unsettled: list[tuple[str, str, list[str]]] = []  # settle to retry later
-        self._rendered: OrderedDict[tuple[str, str], list[WireRequest]] = OrderedDict()
+        # (destination, entry id) -> the routed event and its rendered requests, so this
+        # worker's lane neither decodes and validates the entry again nor renders it.
+        self._rendered: OrderedDict[tuple[str, str], tuple[Event, list[WireRequest]]] = (
+            OrderedDict())
         self._groups: set[str] = set()
         self._cursors: dict[str, str] = {}
         self._next_touch = 0.0
@@ -360,6 +363,28 @@ class RedisOutbox(Outbox):
     def stream_keys(self, destinations: Iterable[str]) -> list[str]:
         """The events stream and the given destinations' delivery streams."""
         return [self.events_key, *map(self._dest_key, destinations)]
+
+    def _run_scripts(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]
+                     ) -> list[Any]:
+        """Run ``(script name, keys, args)`` calls in one pipelined round trip, by SHA
+        (``EVALSHA``).  redis-py's ``Script`` objects make every pipeline ask ``SCRIPT
+        EXISTS`` first: a second round trip each time.  A Redis that lost its script
+        cache (a restart) answers ``NOSCRIPT`` to every call of the pipeline, so none
+        ran: the scripts are loaded and the pipeline is sent once more."""
+        client = self._client()
+        no_script = _import_redis().exceptions.NoScriptError
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            for name, keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            try:
+                return list(pipe.execute())
+            except no_script:
+                if attempt == 2:
+                    raise
+                for script in self._scripts.values():
+                    client.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _script(self, name: str) -> Any:
         self._client()
@@ -559,8 +584,7 @@ class RedisOutbox(Outbox):
         refused: list[tuple[int, str]] = []
         calls: list[tuple[Routing, list[str]]] = []
         try:
-            pipe = self._client().pipeline(transaction=False)
-            script = self._script("route")
+            scripted: list[tuple[str, list[str], list[Any]]] = []
             for routing in routings:
                 entry = self._taken.get(routing.key)
                 if entry is None:
@@ -569,10 +593,11 @@ class RedisOutbox(Outbox):
                 body = (json.dumps(routing.event.to_dict(), separators=(",", ":"),
                                    ensure_ascii=False, default=str)
                         if routing.event is not None and destinations else "")
-                script(keys=[self.events_key, *map(self._dest_key, destinations)],
-                       args=[GROUP, entry, self.maxlen, body], client=pipe)
+                scripted.append(("route",
+                                 [self.events_key, *map(self._dest_key, destinations)],
+                                 [GROUP, entry, self.maxlen, body]))
                 calls.append((routing, destinations))
-            results = pipe.execute() if calls else []
+            results = self._run_scripts(scripted) if calls else []
         except self._errors() as error:
             # Left pending on us and no longer refreshed: taken over after claim_idle.
             for routing in routings:
@@ -588,15 +613,16 @@ class RedisOutbox(Outbox):
                 if not entry:
                     refused.append((routing.key, name))
                 else:
-                    self._cache(name, entry, routing.requests[name])
+                    self._cache(name, entry, routing.event, routing.requests[name])
         return refused
 
-    def _cache(self, destination: str, entry: str, requests: list[WireRequest] | None
-               ) -> None:
-        """Rendered requests in memory, so this worker's lane need not render again."""
-        if requests is None:
+    def _cache(self, destination: str, entry: str, event: Event | None,
+               requests: list[WireRequest] | None) -> None:
+        """The routed event and its rendered requests in memory, so this worker's lane
+        need not decode, validate nor render them again."""
+        if requests is None or event is None:
             return
-        self._rendered[(destination, entry)] = requests
+        self._rendered[(destination, entry)] = (event, requests)
         while len(self._rendered) > 10_000:
             self._rendered.popitem(last=False)
 
@@ -611,14 +637,16 @@ class RedisOutbox(Outbox):
         for entry, fields in self._read(stream, limit, waiting):
             key = next(self._keys)
             self._handed[key] = (destination, entry)
+            cached = self._rendered.pop((destination, entry), None)
             try:
-                event = Event.from_dict(json.loads(fields.get("e", "")))
+                event = (cached[0] if cached is not None
+                         else Event.from_dict(json.loads(fields.get("e", ""))))
                 only = json.loads(fields["o"]) if fields.get("o") else None
             except ValueError:
                 broken.append(Delivery(key, destination, Event(type="track", event="?")))
                 continue
             out.append(Delivery(key, destination, event,
-                                requests=self._rendered.pop((destination, entry), None),
+                                requests=cached[1] if cached is not None else None,
                                 only=frozenset(only) if only else None))
         if broken:  # unreadable entries (written by something else): do not loop on them
             logger.warning("cdptrack: %d unreadable %s entries in %s dropped",
@@ -649,12 +677,10 @@ class RedisOutbox(Outbox):
             return
         work, self._unsettled = self._unsettled, []
         try:
-            pipe = self._client().pipeline(transaction=False)
-            script = self._script("settle")
-            for destination, entry, texts in work:
-                script(keys=[self._dest_key(destination), self.dead_key, self._dead_seq_key],
-                       args=[GROUP, entry, self.dead_maxlen, *texts], client=pipe)
-            pipe.execute()
+            self._run_scripts([
+                ("settle", [self._dest_key(destination), self.dead_key, self._dead_seq_key],
+                 [GROUP, entry, self.dead_maxlen, *texts])
+                for destination, entry, texts in work])
         except self._errors() as error:
             self._unsettled = work + self._unsettled  # kept (and refreshed) for later
             self._failed(error, "settling deliveries")
@@ -745,11 +771,8 @@ class RedisOutbox(Outbox):
         try:
             results: list[Any] = []
             if bodies:
-                pipe = self._client().pipeline(transaction=False)
-                script = self._script("put")
-                for body in bodies:
-                    script(keys=[self.events_key], args=[self.maxlen, body], client=pipe)
-                results = pipe.execute()
+                results = self._run_scripts([("put", [self.events_key], [self.maxlen, body])
+                                             for body in bodies])
         except self._errors() as error:
             self._failed(error, "moving buffered events")
             return False
