@@ -70,6 +70,20 @@ _HOW_TO_ORDER = (
     "priced lines Yespo refuses it and is skipped (counted as missing_field:%s)")
 
 
+def fill_from_catalogue(lines: list[Any], options: ObserveOptions,
+                        problems: list[str]) -> None:
+    """Complete product ``lines`` (dicts) that lack a price or a name from the shop's
+    catalogue loader, in place; what a line says already wins."""
+    if options.catalogue is None:
+        return
+    for line in lines:
+        if isinstance(line, dict) and line.get("product_id") and (
+                "price" not in line or "name" not in line):
+            for name, value in catalogue_product(
+                    options, str(line["product_id"]), problems).items():
+                line.setdefault(name, value)
+
+
 def warn_missing(state: RequestState, what: str, field: str, how: str) -> None:
     """Log once per route and field that ``what`` lacks ``field`` and ``how`` to give it."""
     route = state.route_template or state.endpoint_name or state.path
@@ -215,13 +229,8 @@ def build_events(state: RequestState, options: ObserveOptions,
             out.problems.append("order_without_id")
         else:
             lines = props.get("products")
-            if options.catalogue is not None and isinstance(lines, list):
-                for line in lines:  # the order's lines: the catalogue fills a price
-                    if isinstance(line, dict) and line.get("product_id") and (
-                            "price" not in line or "name" not in line):
-                        for name, value in catalogue_product(
-                                options, str(line["product_id"]), out.problems).items():
-                            line.setdefault(name, value)
+            if isinstance(lines, list):  # the order's lines: the catalogue fills a price
+                fill_from_catalogue(lines, options, out.problems)
             if props.get("total") is None and props.get("revenue") is None:
                 warn_missing(state, ORDER_COMPLETED, "total", _HOW_TO_ORDER)
             elif not props.get("products"):
@@ -246,12 +255,7 @@ def build_events(state: RequestState, options: ObserveOptions,
             # The cart emptied because it was bought: the order says so, and a
             # "Product Removed" per bought line would tell the CDPs a falsehood.
             removed = []
-        if options.catalogue is not None:
-            for line in (*products, *added, *removed):
-                if "price" not in line or "name" not in line:
-                    for name, value in catalogue_product(
-                            options, line["product_id"], out.problems).items():
-                        line.setdefault(name, value)
+        fill_from_catalogue([*products, *added, *removed], options, out.problems)
         props = {
             "cart_id": cart_id or state.sc,
             "products": products,
