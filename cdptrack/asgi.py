@@ -378,7 +378,26 @@ def read_route(state: RequestState, scope: Scope) -> None:
     root_path = scope.get("root_path", "")
     app_root = scope.get("app_root_path", state.script_root)
     prefix = root_path[len(app_root):] if root_path.startswith(app_root) else root_path
-    state.route_template = prefix.rstrip("/") + path_format if prefix else path_format
+    prefix = prefix.rstrip("/") + included_prefix(scope, route)
+    state.route_template = prefix + path_format if prefix else path_format
 
 
-__all__ = ["CDPTrackMiddleware", "TrackerLifespan", "ashutdown", "read_route"]
+def included_prefix(scope: Scope, route: Any) -> str:
+    """The ``include_router(prefix=...)`` prefixes above ``route`` when FastAPI matched
+    it through an included router it did not copy the route into (FastAPI >= 0.165
+    keeps the router's own route, whose ``path_format`` lacks them, and names the
+    included router in ``scope["fastapi"]``); ``""`` otherwise."""
+    found = scope.get("fastapi")
+    included = found.get("included_router") if isinstance(found, dict) else None
+    if included is None:
+        return ""
+    context = getattr(included, "include_context", None)
+    prefix = getattr(context, "prefix", None)
+    router = getattr(included, "original_router", None)
+    if not isinstance(prefix, str) or not prefix or not any(
+            r is route for r in getattr(router, "routes", ())):
+        return ""
+    return prefix.rstrip("/")
+
+
+__all__ = ["CDPTrackMiddleware", "TrackerLifespan", "ashutdown", "included_prefix", "read_route"]

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "replay": "re-send dead letters from a durable outbox",
     "worker": "drain a shared (Redis) outbox",
     "doctor": "what is configured, what is missing, and whether endpoints answer",
+    "routes": "the app's routes: page kind, key, and the events a GET / a POST sends",
 }
 
 

@@ -85,6 +85,7 @@ from cdptrack.observe.options import (
     split_options,
 )
 from cdptrack.observe.page import regex_template
+from cdptrack.observe.routes import AppRoutes, Route, sort_methods
 from cdptrack.observe.session import snapshot
 from cdptrack.observe.state import STATE_KEY, RequestState, SessionSnapshot, current_state
 from cdptrack.observe.visitor import identity_from_user
@@ -500,6 +501,45 @@ def read_resolver_match(state: RequestState, request: HttpRequest) -> None:
         state.skip = True  # @track.ignore() on the view class: no events, no cookie
 
 
+def app_routes(urlconf: str | None = None) -> AppRoutes:
+    """The project's routes as ``cdptrack routes`` shows them: every ``path()`` and
+    ``re_path()`` of the URLconf (``settings.ROOT_URLCONF`` by default), through nested
+    ``include()`` and ``i18n_patterns`` (in the default language), each as the route
+    Django reports at request time (``ResolverMatch.route``, joined the same way) with
+    a leading ``/``.  Methods are a class-based view's handlers; a function view's are
+    not known.  The observer is the one the middleware uses (built from settings),
+    ``None`` when the middleware is not in ``MIDDLEWARE``."""
+    from django.urls import URLPattern, URLResolver, get_resolver
+
+    join = URLResolver._join_route
+    routes: list[Route] = []
+
+    def walk(patterns: Any, prefix: str) -> None:
+        for entry in patterns:
+            if isinstance(entry, URLResolver):
+                walk(entry.url_patterns, join(prefix, str(entry.pattern)))
+            elif isinstance(entry, URLPattern):
+                route = join(prefix, str(entry.pattern))
+                func = entry.callback
+                name = getattr(func, "__name__", None)
+                view_class = getattr(func, "view_class", None)
+                methods: tuple[str, ...] | None = None
+                if view_class is not None:
+                    methods = sort_methods(m for m in getattr(
+                        view_class, "http_method_names", ()) if hasattr(view_class, m))
+                routes.append(Route(
+                    "/" + route, methods, func,
+                    entry.name or (name if name not in (None, "view") else None),
+                    "/" + route_template(route)))
+
+    walk(get_resolver(urlconf).url_patterns, "")
+    installed = _MIDDLEWARE_PATH in [str(n) for n in getattr(settings, "MIDDLEWARE", ())]
+    notes = () if installed else (
+        f"{_MIDDLEWARE_PATH} is not in settings.MIDDLEWARE: nothing is tracked yet; the "
+        "table shows what the settings would do",)
+    return AppRoutes("django", routes, tracking().observer, notes, installed)
+
+
 def route_template(route: str) -> str:
     """``re_path`` patterns read like ``path`` ones: ``^item/(?P<pk>\\d+)/$`` becomes
     ``item/{pk}/``; ``path`` routes (``item/<int:pk>/``) are returned unchanged."""
@@ -589,6 +629,7 @@ __all__ = [
     "CDPTrackConfig",
     "CDPTrackMiddleware",
     "DjangoTracking",
+    "app_routes",
     "asgi_application",
     "check_settings",
     "get_tracker",

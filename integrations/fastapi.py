@@ -34,7 +34,7 @@ from cdptrack.config import Config
 from cdptrack.observe.core import Observer
 from cdptrack.observe.state import current_state
 
-from .starlette import CDPTrackMiddleware
+from .starlette import CDPTrackMiddleware, app_routes
 from .starlette import setup as _starlette_setup
 
 
@@ -77,4 +77,4 @@ def tracked_user(dependency: Callable[..., Any]) -> Callable[..., Any]:
     return record_user
 
 
-__all__ = ["CDPTrackMiddleware", "record_return_values", "setup", "tracked_user"]
+__all__ = ["CDPTrackMiddleware", "app_routes", "record_return_values", "setup", "tracked_user"]

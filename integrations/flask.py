@@ -43,6 +43,7 @@ from cdptrack.observe.core import Observer
 from cdptrack.observe.declare import ignored, register_state_finder
 from cdptrack.observe.deferred import CONTEXT_KEYS, REDUCED_KEYS, reduce_object
 from cdptrack.observe.options import ObserveOptions, split_options
+from cdptrack.observe.routes import AppRoutes, Route, sort_methods
 from cdptrack.observe.session import snapshot_later
 from cdptrack.observe.state import STATE_KEY, RequestState
 from cdptrack.observe.visitor import identity_from_user
@@ -190,4 +191,21 @@ def _template_rendered(sender: Flask, template: Any = None, context: Any = None,
         state.template_context = {**picked, **state.template_context}
 
 
-__all__ = ["CDPTrack", "FlaskTracking"]
+def app_routes(app: Flask) -> AppRoutes:
+    """``app``'s routes as ``cdptrack routes`` shows them: every rule of its URL map
+    (blueprint prefixes included) with the view function, whose ``@track`` mark is read,
+    and the observer ``CDPTrack`` installed (``None`` when it is not installed)."""
+    tracking = app.extensions.get(EXTENSION_KEY)
+    observer = tracking.observer if isinstance(tracking, FlaskTracking) else None
+    routes = [
+        Route(rule.rule, sort_methods(rule.methods or ()),
+              app.view_functions.get(rule.endpoint), rule.endpoint, rule.rule)
+        for rule in app.url_map.iter_rules()
+    ]
+    notes = () if observer is not None else (
+        "this app does not install cdptrack (CDPTrack(app)); the table shows what the "
+        "defaults would do",)
+    return AppRoutes("flask", routes, observer, notes)
+
+
+__all__ = ["CDPTrack", "FlaskTracking", "app_routes"]

@@ -109,6 +109,36 @@ def message_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def kind_event(kind: str | None, method: str, status: int = 200, *,
+               declared: bool = False) -> str | None:
+    """The canonical event a page of ``kind`` stands for, answered with ``status`` to a
+    request with ``method`` (``declared``: the view itself said what it is), or
+    ``None``: Product Viewed, Product List Viewed and Products Searched for a GET
+    answered 2xx; Order Completed for a 2xx, or a 3xx to a form's POST; Product Added to
+    Wishlist for a change request (a GET only when the view declares it).  Whether it
+    is then sent depends on what the request carries (a product id, a query, an order
+    id): see :func:`build_events`."""
+    page_ok = status < 300 and method == "GET"
+    if kind == "product":
+        return PRODUCT_VIEWED if page_ok else None
+    if kind == "category":
+        return PRODUCT_LIST_VIEWED if page_ok else None
+    if kind == "search":
+        return PRODUCTS_SEARCHED if page_ok else None
+    if kind == "order":
+        return ORDER_COMPLETED if status < 300 or method != "GET" else None
+    if kind == "wishlist":
+        return PRODUCT_ADDED_TO_WISHLIST if method != "GET" or declared else None
+    return None
+
+
+def identifies(kind: str | None, method: str) -> bool:
+    """Whether a request to a page of ``kind`` says who the visitor is (sign-in,
+    registration, a checkout's submission), so ``identify`` is sent when the session or
+    user loader knows them; elsewhere only an identity that appears or changes is."""
+    return kind in ("sign_in", "register") or (kind == "checkout" and method != "GET")
+
+
 class Built:
     """The events of one request and the reasons some were not made (for counters)."""
 
@@ -193,8 +223,7 @@ def build_events(state: RequestState, options: ObserveOptions,
         known = [identity[k] for k in _IDENTITY_KEYS if identity.get(k)]
         changed = bool(known) and before is not None and any(
             identity.get(k) and identity.get(k) != before.get(k) for k in _IDENTITY_KEYS)
-        declared_identity = bool(known) and (kind in ("sign_in", "register") or (
-            kind == "checkout" and state.method != "GET"))
+        declared_identity = bool(known) and identifies(kind, state.method)
         if state.identify_traits is not None or state.visitor_extra or changed \
                 or declared_identity:
             traits = {k: identity[k] for k in _TRAIT_KEYS if identity.get(k)}
@@ -209,7 +238,8 @@ def build_events(state: RequestState, options: ObserveOptions,
             page_props["search"] = "?" + state.query
         add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""), trusted=True)
 
-    if kind == "product" and page_ok:
+    page_event = kind_event(kind, state.method, status, declared=decl is state.declared)
+    if page_event == PRODUCT_VIEWED:
         props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:
             if props.get("price") is None:
@@ -217,13 +247,13 @@ def build_events(state: RequestState, options: ObserveOptions,
             add("track", PRODUCT_VIEWED, props)
         else:
             out.problems.append("product_without_id")
-    elif kind == "category" and page_ok:
+    elif page_event == PRODUCT_LIST_VIEWED:
         add("track", PRODUCT_LIST_VIEWED, category_details(state, key, options))
-    elif kind == "search" and page_ok:
+    elif page_event == PRODUCTS_SEARCHED:
         props = search_details(state, options, decl)  # type: ignore[arg-type]
         if props.get("query"):
             add("track", PRODUCTS_SEARCHED, props)
-    elif kind == "order" and (status < 300 or state.method != "GET"):
+    elif page_event == ORDER_COMPLETED:
         props, email = order_details(state, options, key)
         if props.get("order_id") is None:
             out.problems.append("order_without_id")
@@ -237,7 +267,7 @@ def build_events(state: RequestState, options: ObserveOptions,
                 warn_missing(state, ORDER_COMPLETED, "products", _HOW_TO_ORDER)
             who = visitor if visitor.email or not email else replace(visitor, email=email)
             add("track", ORDER_COMPLETED, props, who=who)
-    elif kind == "wishlist" and (state.method != "GET" or decl is state.declared):
+    elif page_event == PRODUCT_ADDED_TO_WISHLIST:
         props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:
             if props.get("price") is None:
@@ -298,4 +328,4 @@ def _cart_before_after(state: RequestState, kind: str | None, carts: Memory | No
     return old, lines, cart_id
 
 
-__all__ = ["Built", "build_events"]
+__all__ = ["Built", "build_events", "identifies", "kind_event"]

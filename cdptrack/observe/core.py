@@ -173,8 +173,7 @@ class Observer:
             return None
         local = path[len(script_root):] if script_root and path.startswith(script_root) \
             else path
-        if local.startswith(self._static_prefixes) or local.lower().endswith(
-                self._static_suffixes):
+        if self.is_static(local):
             counters["skipped_static"] += 1
             return None
         get = headers.get
@@ -210,6 +209,13 @@ class Observer:
             state.sc_new = True
         state.sc = sc
         return state
+
+    def is_static(self, path: str) -> bool:
+        """Whether requests to ``path`` (without the script root) are never tracked: it
+        starts with one of ``static_prefixes`` or ``ignore_paths``, or ends with one of
+        ``static_suffixes`` (case-insensitive)."""
+        return path.startswith(self._static_prefixes) or path.lower().endswith(
+            self._static_suffixes)
 
     def _is_bot(self, user_agent: str) -> bool:
         cache = self._bot_cache

@@ -161,6 +161,12 @@ def route_shape(template: str) -> str:
     return _SEGMENT_PARAMS.sub("{}", normalize_template(template)).rstrip("/") or "/"
 
 
+def template_params(template: str) -> list[str]:
+    """The parameter names of a route template, in order, in any framework's syntax:
+    ``/catalogue/<slug:product_slug>_<int:pk>/`` → ``["product_slug", "pk"]``."""
+    return _SEGMENT_PARAMS.findall(normalize_template(template))
+
+
 # --- which page ---------------------------------------------------------------------
 
 
@@ -176,28 +182,52 @@ def resolve_page_source(state: RequestState, options: ObserveOptions
     ``"rule"``, ``"convention"`` or ``"none"``."""
     if state.declared is not None:
         return state.declared, "declaration"
-    decl = declaration_of(state.endpoint)
+    return route_page_source(state.route_template, state.endpoint, state.endpoint_name,
+                             state.method, options, script_root=state.script_root,
+                             path=state.path, state=state)
+
+
+def route_page_source(template: str | None, endpoint: Any, endpoint_name: str | None,
+                      method: str, options: ObserveOptions, *, script_root: str = "",
+                      path: str | None = None, state: RequestState | None = None
+                      ) -> tuple[PageDeclaration | None, str]:
+    """The page a route means for a request with ``method``, and where the answer comes
+    from (``"declaration"``, ``"rule"``, ``"convention"``, ``"none"``): the decorator's
+    mark on ``endpoint`` (a view function or class), then ``options.route_rules``, then
+    the conventions on ``template`` (the route as the framework writes it, mounts and
+    prefixes included) and ``endpoint_name``.
+
+    The one decision behind both the middleware (at request time, from what the
+    framework recorded; ``state`` then lets a rule that never applies be reported) and
+    ``cdptrack routes`` (from the app's route table, before any request).  ``path`` is
+    the request path, read only when there is neither a template nor an endpoint name
+    (a bare WSGI/ASGI app)."""
+    decl = declaration_of(endpoint)
     if decl is not None:
         return decl, "declaration"
     rules = options.route_rules
     if rules:
-        rule = rule_index(rules).find(state)
+        index = rule_index(rules)
+        rule = index.lookup(template, endpoint_name, script_root)
+        if rule is None and state is not None:
+            index.check_unmatched(state)
         if rule is not None:
             return PageDeclaration(rule.kind, rule.key), "rule"
     if not options.conventions:
         return None, "none"
-    template = state.route_template
-    if template is not None and state.script_root and template.startswith(
-            state.script_root.rstrip("/") + "/"):
-        template = template[len(state.script_root.rstrip("/")):]
-    if template is None and state.endpoint_name is None:
-        found = path_convention(state.path[len(state.script_root):] or "/", state.method)
+    if template is not None and script_root and template.startswith(
+            script_root.rstrip("/") + "/"):
+        template = template[len(script_root.rstrip("/")):]
+    if template is None and endpoint_name is None:
+        if path is None:
+            return None, "none"
+        found = path_convention(path[len(script_root):] or "/", method)
         return found, "convention" if found is not None else "none"
-    cache_key = (template, state.endpoint_name, state.method)
+    cache_key = (template, endpoint_name, method)
     try:
         found = _convention_cache[cache_key]
     except KeyError:
-        found = convention(template, state.endpoint_name, state.method)
+        found = convention(template, endpoint_name, method)
         if len(_convention_cache) >= _CACHE_LIMIT:
             _convention_cache.clear()
         _convention_cache[cache_key] = found
@@ -232,11 +262,21 @@ class RuleIndex:
         self._lock = threading.Lock()
 
     def find(self, state: RequestState) -> RouteRule | None:
-        template = state.route_template
+        """The rule for a request's route (see :meth:`lookup`); a miss is checked
+        against the request's path (:meth:`check_unmatched`)."""
+        rule = self.lookup(state.route_template, state.endpoint_name, state.script_root)
+        if rule is None:
+            self.check_unmatched(state)
+        return rule
+
+    def lookup(self, template: str | None, endpoint_name: str | None,
+               script_root: str = "") -> RouteRule | None:
+        """The rule for a route template (by shape, with or without ``script_root``)
+        or, failing that, its endpoint name (also without a blueprint's prefix)."""
         if template is not None:
             shape = route_shape(template)
             found = self.by_shape.get(shape)
-            root = state.script_root.rstrip("/")
+            root = script_root.rstrip("/")
             if found is None and root:
                 if shape.startswith(root + "/"):
                     found = self.by_shape.get(shape[len(root):])
@@ -245,14 +285,18 @@ class RuleIndex:
             if found is not None:
                 self.matched.add(found[0])
                 return found[1]
-        name = state.endpoint_name
-        if name is not None:
-            rule = self.by_name.get(name) or self.by_name.get(name.rsplit(".", 1)[-1])
+        if endpoint_name is not None:
+            rule = self.by_name.get(endpoint_name) or self.by_name.get(
+                endpoint_name.rsplit(".", 1)[-1])
             if rule is not None:
                 return rule
+        return None
+
+    def check_unmatched(self, state: RequestState) -> None:
+        """Warn once about a rule whose pattern fits the request's path although no rule
+        applied to its route (within the first :attr:`CHECKED_REQUESTS` requests)."""
         if self.patterns and self.checked < self.CHECKED_REQUESTS:
             self._check_unmatched(state)
-        return None
 
     def _check_unmatched(self, state: RequestState) -> None:
         with self._lock:
@@ -767,7 +811,9 @@ __all__ = [
     "regex_template",
     "resolve_page",
     "resolve_page_source",
+    "route_page_source",
     "route_shape",
     "rule_index",
     "search_details",
+    "template_params",
 ]
