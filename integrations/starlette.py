@@ -104,7 +104,8 @@ def _add(route: Any, prefix: str, out: list[Route]) -> None:
     path_format = getattr(route, "path_format", "")
     if isinstance(route, (Mount, Host)):
         inner = getattr(route, "routes", None) or []
-        here = prefix if isinstance(route, Host) else prefix + path_format.rstrip("/")
+        mount_path = getattr(route, "path", "")  # path_format ends in "/{path}"
+        here = prefix if isinstance(route, Host) else prefix + str(mount_path).rstrip("/")
         if inner:
             _collect(inner, here, out)
         else:  # a mounted app without routes (static files): no template reported
