@@ -208,3 +208,42 @@ def test_counts_are_labelled_and_singular_when_one(sink: Sink) -> None:
             expect(page.locator(".jmeta")).to_have_text("4 events · 2 APIs")
         finally:
             browser.close()
+
+
+def test_the_demo_shops_route_table_is_shown_and_stays_inert(sink: Sink) -> None:
+    from playwright.sync_api import expect, sync_playwright
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from cdptrack.commands.demo import shop_routes
+    from cdptrack.integrations.starlette import app_routes
+    from cdptrack.route_table import route_table
+
+    config = Config(customerio_api_key=KEY, **sink.config_overrides())
+    document = shop_routes("flask", __import__(
+        "cdptrack.examples.flask_shop", fromlist=["create_app"]).create_app(config), config)
+    assert document is not None
+    hostile = '/q/"><img src=x onerror="window.__xss=1">'
+    other = Starlette(routes=[Route(hostile, lambda request: PlainTextResponse("x"))])
+    document["routes"] += route_table(app_routes(other), config)["routes"]
+    sink.routes = document
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(sink.url + "/")
+            routes = page.get_by_test_id("routes")
+            expect(routes).to_be_visible()
+            routes.locator("summary").click()
+            product = page.locator('[data-testid="route-row"][data-route="/product/<product_id>"]')
+            expect(product.get_by_test_id("route-kind")).to_have_text("product")
+            expect(product.get_by_test_id("route-source")).to_have_text("convention")
+            expect(product.get_by_test_id("route-event")).to_have_text(["page", "Product Viewed"])
+            expect(page.locator(f'[data-testid="route-row"][data-route=\'{hostile}\']')
+                   ).to_have_count(1)
+            assert page.locator("#routes img").count() == 0
+            assert page.evaluate("window.__xss") is None
+            assert KEY not in page.content()
+        finally:
+            browser.close()

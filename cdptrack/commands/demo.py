@@ -133,6 +133,24 @@ def _load_shop(framework: str, config: Any, tracker: Any) -> Any:
     return module.create_app(config, tracker=tracker)
 
 
+def shop_routes(framework: str, app: Any, config: Any) -> dict[str, Any] | None:
+    """The example shop's route table (as ``cdptrack routes`` prints it) for the
+    inspector page; ``None``, logged, if it cannot be made: the demo runs on."""
+    from ..route_table import route_table
+
+    try:
+        adapter = importlib.import_module(
+            f"cdptrack.integrations.{'flask' if framework == 'flask' else 'starlette'}")
+        return route_table(adapter.app_routes(app), config,
+                           app=f"cdptrack.examples.{framework}_shop:create_app()")
+    except Exception:
+        import logging
+
+        logging.getLogger("cdptrack").warning("cdptrack demo: no route table for the "
+                                              "inspector", exc_info=True)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -174,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"cdptrack demo: the shop cannot listen on port {args.port}: {err} "
                   "(try --port 0)", file=sys.stderr)
             return 1
+        sink.routes = shop_routes(args.framework, shop.app, config)
         print(_banner(shop, sink, config), flush=True)
         if not args.no_browser and not args.exit:
             webbrowser.open(sink.url + "/")

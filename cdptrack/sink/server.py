@@ -65,6 +65,9 @@ class Sink:
         self.apis = SinkApis()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # The shop's route table (``cdptrack routes --json``'s document), shown on the
+        # inspector page when whoever runs the sink knows the shop (``cdptrack demo``).
+        self.routes: dict[str, Any] | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -233,6 +236,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"records": sink.recorder.since(after),
                              "last_id": sink.recorder.last_id,
                              "generation": sink.recorder.generation})
+        elif method == "GET" and path == "/api/routes":
+            self._json(200, {"routes": sink.routes})
         elif method == "GET" and path == "/api/summary":
             self._json(200, sink.summary())
         elif method == "GET" and path == "/api/config":
