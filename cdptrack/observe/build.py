@@ -223,7 +223,10 @@ def build_events(state: RequestState, options: ObserveOptions,
         props = search_details(state, options, decl)  # type: ignore[arg-type]
         if props.get("query"):
             add("track", PRODUCTS_SEARCHED, props)
-    elif kind == "order" and (status < 300 or state.method != "GET"):
+    elif (kind == "order" and (status < 300 or state.method != "GET")) or (
+            kind == "checkout" and state.method != "GET" and state.request_order is not None):
+        # A thank-you page, or a checkout request that placed the order the shop put on
+        # the request (``g.order``, ``request.state.order``, ``request.order``).
         props, email = order_details(state, options, key)
         if props.get("order_id") is None:
             out.problems.append("order_without_id")
