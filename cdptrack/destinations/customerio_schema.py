@@ -154,7 +154,7 @@ def _shape(value: Any) -> Any:
         kinds = tuple(map(type, value.values()))
         if dict in kinds or list in kinds:
             return (tuple(value), tuple(_shape(v) if k is dict or k is list else k
-                                        for k, v in zip(kinds, value.values())))
+                                        for k, v in zip(kinds, value.values(), strict=True)))
         return (tuple(value), kinds)
     if kind is list:
         return ("[]", *dict.fromkeys(map(_shape, value)))
