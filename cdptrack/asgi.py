@@ -302,6 +302,12 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
                 elif value.startswith(visitor_cookie):
                     observer.app_set_visitor(state, value.decode("latin-1"))
         cookie = observer.response_cookie(state, message["status"])
+        found = scope.get("state")
+        if found and 200 <= state.status < 400 and isinstance(found, dict) \
+                and found.get("order") is not None:
+            # request.state.order: read at response start, while the database session
+            # the shop's middleware or dependency opened for the view is still open.
+            observer.read_order(state, found["order"])
         if json_answer and 200 <= message["status"] < 300 and _answers_cart(
                 observer, state, scope):
             state.response_json = b""  # a JSON API's cart: kept (bounded) as it is sent

@@ -72,8 +72,10 @@ _TEXT_KEYS = frozenset({"name", "category", "brand", "variant", "url", "image_ur
                         "coupon", "currency", "affiliation", "query"})
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
-# Around a money amount: currency signs, codes and words ("$", "EUR", "грн."), spaces.
-_MONEY_EDGES = re.compile(r"^[^\d+\-.,]+|[^\d.,]+$")
+# A money amount: a currency sign, code or word ("$", "EUR", "грн.") and a sign before,
+# the digits with their separators, a currency after.
+_MONEY_PARTS = re.compile(r"([^\d.,]*)(\d[\d.,\s'\u00a0\u202f\u2009_\u2019]*|[.,]\d+)"
+                          r"([^\d.,]*)").fullmatch
 # Inside one: thousands separators other than "." and "," (spaces, apostrophes).
 _MONEY_GROUPING = re.compile(r"[\s'\u00a0\u202f\u2009_\u2019]")
 MAX_ID_LENGTH = 512
@@ -446,9 +448,12 @@ def to_number(value: Any, path: str) -> int | float:
     int when whole, else a float; a numeric string with or without a currency sign or
     code around it (``"$1,299.00"``, ``"19,90 €"``, ``"EUR 1.299,90"``,
     ``"1 299,00 грн"``).  In a string the last of ``.`` and ``,`` is the decimal mark
-    when both appear; a lone ``,`` is a decimal comma unless exactly three digits follow
-    it (``"1,299"`` is 1299); a lone ``.`` is a decimal point.  Booleans, NaN, infinity
-    and anything else are an :class:`EventError`."""
+    when both appear; a lone ``.`` or ``,`` is thousands grouping when 1-3 digits (not
+    starting with 0) come before it and exactly three after (``"1.299"`` and
+    ``"1,299"`` are 1299), else the decimal mark (``"19,90"``, ``"0.125"``).  A minus
+    before the number or the currency (``"-$5"``, ``"$-5"``, ``"\\u22125 €"``) and accounting
+    parentheses (``"(5.00)"``) make it negative.  Booleans, NaN, infinity and anything
+    else are an :class:`EventError`."""
     if isinstance(value, bool):
         raise EventError(path, "must be a number, not a boolean")
     if isinstance(value, int):
@@ -479,27 +484,62 @@ def _plain_number(value: Any, path: str) -> int | float:
 
 
 def _number_from_text(value: str, path: str) -> int | float:
-    text = _MONEY_GROUPING.sub("", _MONEY_EDGES.sub("", value.strip()))
+    text = value.strip().replace("\u2212", "-")  # U+2212 MINUS SIGN, as CLDR writes it
+    negative = False
+    if text.startswith("(") and text.endswith(")"):
+        negative, text = True, text[1:-1].strip()  # accounting: "(5.00)" is -5
+    found = _MONEY_PARTS(text)
+    if found is None:
+        raise EventError(path, f"must be a number, got {value!r}")
+    before, digits, after = found.groups()
+    sign = before.replace(" ", "").count("-") + before.count("+")
+    if sign > 1 or (sign and negative) or any(c in after for c in "+-()") \
+            or "(" in before or ")" in before:
+        raise EventError(path, f"must be a number, got {value!r}")
+    negative = negative or "-" in before
+    text = _MONEY_GROUPING.sub("", digits)
     comma, dot = text.rfind(","), text.rfind(".")
     if comma >= 0 and dot >= 0:
         mark = "," if comma > dot else "."
-        text = text.replace("." if mark == "," else ",", "").replace(",", ".")
-    elif comma >= 0:
-        if text.count(",") > 1 or len(text) - comma - 1 == 3:
-            text = text.replace(",", "")  # "1,299" and "1,299,000": grouping
+        grouping = "." if mark == "," else ","
+        text = _ungroup(text[:max(comma, dot)], grouping, value, path) + "." + \
+            text[max(comma, dot) + 1:]
+    elif comma >= 0 or dot >= 0:
+        sep = "," if comma >= 0 else "."
+        head, _, tail = text.partition(sep)
+        if sep in tail or _grouped_thousands(head, tail):
+            text = _ungroup(text, sep, value, path)  # "1,299", "1.299", "1.299.000"
         else:
-            text = text.replace(",", ".")  # "19,90": a decimal comma, common in shops
-    elif text.count(".") > 1:
-        text = text.replace(".", "")  # "1.299.000": grouping
+            text = f"{head}.{tail}"  # "19,90", "0.125", "1234.567": a decimal mark
     if _INT_RE.match(text):
-        return int(text)
-    try:
-        number = float(text)
-    except ValueError:
-        raise EventError(path, f"must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise EventError(path, "must be a finite number")
-    return number
+        number: int | float = int(text)
+    else:
+        try:
+            number = float(text)
+        except ValueError:
+            raise EventError(path, f"must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise EventError(path, "must be a finite number")
+    return -number if negative else number
+
+
+def _grouped_thousands(head: str, tail: str) -> bool:
+    """A lone separator reads as thousands grouping when it looks like one: 1-3 digits,
+    not starting with 0, then exactly three digits (``"1.299"``, ``"12,500"``); shop
+    prices carry two decimals, so a price string with three is taken for grouping."""
+    return len(tail) == 3 and 1 <= len(head) <= 3 and head[0] != "0" and \
+        head.isdigit() and tail.isdigit()
+
+
+def _ungroup(text: str, sep: str, value: str, path: str) -> str:
+    """``text`` without its thousands separator ``sep``: the last group has three
+    digits, those between two or three (Indian lakh grouping, ``"₹1,29,999"``);
+    ``"1.2.3"`` is no amount."""
+    groups = text.split(sep)
+    if len(groups) > 1 and (not groups[0] or len(groups[-1]) != 3
+                            or any(len(g) not in (2, 3) for g in groups[1:-1])):
+        raise EventError(path, f"must be a number, got {value!r}")
+    return "".join(groups)
 
 
 def to_int(value: Any, path: str) -> int:

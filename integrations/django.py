@@ -31,9 +31,9 @@ routes are never matched again), the signed-in ``request.user`` (or what the
 ``user_loader`` option returns for the request) and the context of the templates the
 view renders: ``TemplateResponse.context_data``, and the context of a plain
 ``render(request, "product.html", {"product": p})``, seen by wrapping the Django
-template backend's ``Template.render`` once per process when the middleware is first
-built (the view is not changed; Jinja2 templates are not wrapped: use
-``TemplateResponse`` or ``track.product(...)`` there).  Objects in that context (ORM
+template backends' ``Template.render`` (the Django template language and Jinja2's
+``django.template.backends.jinja2``) once per process when the middleware is first
+built (the view is not changed).  Objects in that context (ORM
 rows) are read into plain data in the request's thread when the response is closed.
 
 A ``catalogue`` loader runs in the request's thread too, when the response is closed
@@ -365,6 +365,7 @@ def _complete(observer: Observer, state: RequestState, owned: bool, request: Htt
                 **context, **state.template_context}
         if response.status_code < 400:
             observer.read_cart(state, _cart_objects(request))
+            observer.read_order(state, request.__dict__.get("order"))
         if not owned:
             return
         state.html = str(response.get("Content-Type", ""))[:9].lower() == "text/html"
@@ -384,28 +385,43 @@ def _complete(observer: Observer, state: RequestState, owned: bool, request: Htt
 
 
 def record_template_contexts() -> None:
-    """Wrap ``django.template.backends.django.Template.render`` (once per process) so a
-    tracked request keeps the context of the templates its view renders, the first
-    render of a name winning; what the template renders is unchanged."""
+    """Wrap ``Template.render`` of Django's two template backends (the Django template
+    language and, when Jinja2 is installed, ``django.template.backends.jinja2``), once
+    per process, so a tracked request keeps the context of the templates its view
+    renders through ``render()``, the first render of a name winning; what the template
+    renders is unchanged."""
     from django.template.backends.django import Template
 
-    original = Template.render
+    _wrap_render(Template)
+    try:
+        from django.template.backends.jinja2 import Template as Jinja2Template
+    except ImportError:  # Jinja2 is not installed: no Jinja2 backend to see
+        return
+    _wrap_render(Jinja2Template)
+
+
+def _wrap_render(template_class: Any) -> None:
+    original = template_class.render
     if getattr(original, "__cdptrack__", False):
         return
 
     def render(self: Any, context: Any = None, request: Any = None) -> Any:
-        html = original(self, context, request)
         if isinstance(context, Mapping):
+            # Picked before rendering: the Jinja2 backend adds the request, CSRF
+            # token and context processors' values to the very dict it is given.
+            picked = {k: context[k] for k in CONTEXT_KEYS if k in context}
+        else:
+            picked = {}
+        html = original(self, context, request)
+        if picked:
             state = current_state.get()
             if state is not None and not state.finished:
-                picked = {k: context[k] for k in CONTEXT_KEYS if k in context}
-                if picked:
-                    state.template_context = picked if state.template_context is None \
-                        else {**picked, **state.template_context}
+                state.template_context = picked if state.template_context is None \
+                    else {**picked, **state.template_context}
         return html
 
     render.__cdptrack__ = True  # type: ignore[attr-defined]
-    Template.render = render  # type: ignore[method-assign]
+    template_class.render = render
 
 
 def _cart_objects(request: HttpRequest) -> list[Any]:

@@ -160,6 +160,7 @@ def _after_request(response: Response) -> Response:
             # request context, while its database session is open.
             found = [g.get(name) for name in CART_OBJECT_NAMES]
             tracking.observer.read_cart(state, [c for c in found if c is not None])
+            tracking.observer.read_order(state, g.get("order"))
         if tracking.user_loader is not None and state.user is None and response.status_code < 400:
             # Read the user now, in the request context: ``current_user`` is a proxy
             # that means nothing once the context is gone, when events are built.

@@ -1,23 +1,36 @@
 """Orders from the order object a thank-you view has (Flask + SQLAlchemy), with no
 ``session["last_order"]``: number before database id, Decimal totals, lines, email;
-Order Completed once when the page is reloaded."""
+orders a shop puts on the request (Flask ``g.order``, Starlette ``request.state.order``;
+Django ``request.order`` is in test_django_request_objects.py); Order Completed once per
+order, whoever reloads the thank-you page, across a fleet when the outbox is Redis."""
 
 from __future__ import annotations
 
+import warnings
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
-from flask import Flask, g, render_template_string
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+from flask import Flask, g, redirect, render_template_string
 from observe_support import ListTracker
 from sqlalchemy import ForeignKey, Numeric, String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
 
+from cdptrack.integrations.fastapi import setup
 from cdptrack.integrations.flask import CDPTrack
 from cdptrack.observe.memory import LocalMemory, RedisMemory
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
 SC = "CDA68358-94FB-4D83-9655-3FEB3C4114A3"
+OTHER_SC = "0F0E4C2A-1B7D-4C55-9A0B-7A4A2B1C9D33"
 
 
 class Base(DeclarativeBase):
@@ -45,7 +58,7 @@ class OrderLine(Base):
     unit_price_incl_tax: Mapped[Decimal] = mapped_column(Numeric(10, 2))
 
 
-def shop(tracker: ListTracker) -> Flask:
+def database() -> Any:
     engine = create_engine("sqlite://", poolclass=StaticPool,
                            connect_args={"check_same_thread": False})
     Base.metadata.create_all(engine)
@@ -58,6 +71,11 @@ def shop(tracker: ListTracker) -> Flask:
                      lines=[OrderLine(product_id=10, title="Boot", quantity=1,
                                       unit_price_incl_tax=Decimal("59.90"))]))
         db.commit()
+    return engine
+
+
+def shop(tracker: Any) -> Flask:
+    engine = database()
     app = Flask(__name__)
 
     @app.before_request
@@ -75,8 +93,26 @@ def shop(tracker: ListTracker) -> Flask:
         order = g.db.get(Order, order_pk)
         return render_template_string("<p>Order {{ order.number }}</p>", order=order)
 
+    @app.get("/checkout/success/<number>/")
+    def success(number: str) -> str:
+        # The shop's own helper put the order on g; the view renders no "order".
+        g.order = g.db.query(Order).filter_by(number=number).one()
+        return "<p>Thank you</p>"
+
+    @app.post("/checkout/place-order")
+    def place_order() -> Any:
+        g.order = g.db.get(Order, 2)  # the order this checkout step just placed
+        return redirect("/checkout/success/100001/")
+
     CDPTrack(app, tracker=tracker)
     return app
+
+
+def check_order_100001(props: dict[str, Any]) -> None:
+    assert props["order_id"] == "100001"
+    assert (props["total"], props["shipping"], props["currency"]) == (64.4, 4.5, "EUR")
+    assert [(p["product_id"], p["quantity"], p["price"]) for p in props["products"]] == [
+        ("10", 1, 59.9)]
 
 
 def test_thank_you_page_with_an_order_row_sends_order_completed_once() -> None:
@@ -131,3 +167,91 @@ def test_redis_down_falls_back_to_this_process_memory() -> None:
     assert memory.first_report("v:1") is True
     assert memory.first_report("v:1") is False
     assert memory.failures == 2
+
+
+def test_flask_g_order_on_a_thank_you_page_is_completed_once_per_order() -> None:
+    tracker = ListTracker()
+    app = shop(tracker)
+    client, other = app.test_client(), app.test_client()
+    client.set_cookie("sc", SC)
+    other.set_cookie("sc", OTHER_SC)  # the thank-you link opened on another device
+    for browser in (client, client, other):
+        response = browser.get("/checkout/success/100001/")
+        response.close()
+        assert response.data == b"<p>Thank you</p>"
+    event = tracker.one("Order Completed")
+    check_order_100001(event.properties)
+    assert event.visitor.sc == SC and event.visitor.email == "jane@example.com"
+    assert app.extensions["cdptrack"].observer.counters["orders_deduplicated"] == 2
+
+
+def test_flask_g_order_on_a_checkout_post_is_completed() -> None:
+    tracker = ListTracker()
+    client = shop(tracker).test_client()
+    client.set_cookie("sc", SC)
+    client.post("/checkout/place-order").close()
+    check_order_100001(tracker.one("Order Completed").properties)
+    client.get("/checkout/success/100001/").close()  # the redirect's page: not again
+    assert len(tracker.named("Order Completed")) == 1
+
+
+def starlette_shop(tracker: Any) -> FastAPI:
+    engine = database()
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def load_order(request: Request, call_next: Any) -> Any:
+        # A shop's middleware: the order a thank-you URL names, on request.state.
+        number = request.url.path.rstrip("/").rsplit("/", 1)[-1]
+        with Session(engine) as db:
+            request.state.order = db.query(Order).filter_by(number=number).one_or_none()
+            return await call_next(request)
+
+    @app.get("/checkout/thank-you/{number}", response_class=HTMLResponse)
+    def thank_you(number: str) -> str:
+        return "<p>Thank you</p>"
+
+    setup(app, tracker=tracker)
+    return app
+
+
+def test_starlette_request_state_order_is_completed_once_per_order() -> None:
+    tracker = ListTracker()
+    app = starlette_shop(tracker)
+    with TestClient(app) as client:
+        for sc in (SC, SC, OTHER_SC):
+            client.cookies.set("sc", sc)
+            response = client.get("/checkout/thank-you/100001")
+            assert response.status_code == 200 and response.text == "<p>Thank you</p>"
+    event = tracker.one("Order Completed")
+    check_order_100001(event.properties)
+    assert event.visitor.sc == SC and event.visitor.email == "jane@example.com"
+
+
+class FleetTracker(ListTracker):
+    """A web process's tracker whose outbox is a shared Redis: its observer keeps the
+    orders reported in that Redis."""
+
+    def __init__(self, outbox: str) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(outbox=outbox)
+
+
+def test_a_fleet_on_redis_reports_each_order_once_whichever_process_and_visitor(
+        tmp_path: Path) -> None:
+    from support import redis_server
+
+    if not redis_server.available():
+        pytest.skip("redis-server is not installed")
+    with redis_server.RedisServer(tmp_path) as server:
+        url = server.url(prefix="fleet")
+        one, two = FleetTracker(url), FleetTracker(url)
+        first, second = shop(one).test_client(), shop(two).test_client()
+        first.set_cookie("sc", SC)
+        second.set_cookie("sc", OTHER_SC)
+        first.get("/checkout/success/100001/").close()
+        second.get("/checkout/success/100001/").close()  # another host, another visitor
+        check_order_100001(one.one("Order Completed").properties)
+        assert two.named("Order Completed") == []
+        second.get("/checkout/success/100000/").close()  # another order: sent
+        assert two.one("Order Completed").properties["order_id"] == "100000"

@@ -39,6 +39,35 @@ def test_money_fields_accept_what_shops_hold(given: Any, number: float) -> None:
     assert normalize_properties({"price": given})["price"] == number
 
 
+@pytest.mark.parametrize(("given", "number"), [
+    ("-$5", -5), ("$-5", -5), ("-5 €", -5), ("€ -5", -5), ("\u22125,00 €", -5),
+    ("(5.00)", -5), ("($1,299.00)", -1299), ("+5", 5),
+])
+def test_negative_amounts_in_the_ways_shops_write_them(given: str, number: float) -> None:
+    assert to_number(given, "discount") == number
+
+
+@pytest.mark.parametrize(("given", "number"), [
+    # A lone separator with 1-3 digits before and exactly three after is grouping, as
+    # in "1.299 €" (de, it, es, pt-BR, ...) and "$1,299" (en): shop prices have cents.
+    ("1.299", 1299), ("1,299", 1299), ("12.500 kr", 12500), ("999.000", 999000),
+    ("1.299.000", 1299000), ("₹1,29,999.00", 129999),
+    # Anything else is a decimal mark.
+    ("0.125", 0.125), ("0,125", 0.125), ("1234.567", 1234.567), ("1.2999", 1.2999),
+    ("19.9", 19.9), (".99", 0.99),
+])
+def test_a_lone_separator_is_grouping_only_when_it_looks_like_thousands(
+        given: str, number: float) -> None:
+    assert to_number(given, "price") == number
+
+
+@pytest.mark.parametrize("bad", ["5-", "--5", "-(5)", "(-5)", "1.2.3", "1,29,9.00", "",
+                                 "$", "(5"])
+def test_amounts_with_a_misplaced_sign_or_grouping_are_refused(bad: str) -> None:
+    with pytest.raises(EventError, match=r"^price: must be a number"):
+        to_number(bad, "price")
+
+
 @pytest.mark.parametrize("bad", ["free", Decimal("NaN"), Decimal("Infinity"), True, [1]])
 def test_a_money_field_that_is_no_amount_names_the_field(bad: Any) -> None:
     with pytest.raises(EventError, match=r"products\[0\]\.price"):

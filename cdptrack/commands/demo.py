@@ -184,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"cdptrack demo: {err}", file=sys.stderr)
             return 2
         tracker = Tracker(config, max_retry_time=max(5.0, args.flush_timeout / 2))
+        sink.watch_tracker(tracker)  # the inspector shows what it did not send, and why
         shop = ShopServer(args.framework, _load_shop(args.framework, config, tracker),
                           args.port)
         try:

@@ -36,6 +36,7 @@ from .counters import Counters
 from .http import HTTPClient, HTTPError
 from .outbox import DeadLetter, Delivery, Outbox, truncate
 from .retry import RetryPolicy, classify, parse_retry_after
+from .skips import record_skips
 
 logger = logging.getLogger("cdptrack")
 # One INFO line per HTTP answer, as httpx logs them (the CLI shows them with -v only).
@@ -203,9 +204,7 @@ class Lane:
                 self._counters.drop(self.destination, "render_error")
                 delivery.requests = []
                 return []
-            for destination, reason in rendered.skipped:
-                self._counters.drop(destination, reason)
-                self._callbacks.drop(delivery.event, destination, reason)
+            record_skips(rendered, delivery.event, self._counters, self._callbacks)
             requests = rendered.requests
             # Kept while the delivery is in flight (settled right after): what was sent.
             delivery.requests = requests

@@ -32,6 +32,7 @@ from .lane import Lane, ssl_context
 from .outbox import Outbox, Payload, Routing
 from .outbox_memory import MemoryOutbox
 from .retry import RetryPolicy, wait_event
+from .skips import record_skips
 
 logger = logging.getLogger("cdptrack")
 
@@ -314,9 +315,7 @@ class Sender:
                 self._counters.drop(name, "render_error")
             routing.event = None
             return
-        for destination, reason in rendered.skipped:
-            self._counters.drop(destination, reason)
-            self._callbacks.drop(event, destination, reason)
+        record_skips(rendered, event, self._counters, self._callbacks)
         by_destination: dict[str, list[WireRequest] | None] = {}
         for request in rendered.requests:
             listed = by_destination.setdefault(request.destination, [])

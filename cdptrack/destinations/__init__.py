@@ -26,6 +26,8 @@ class Rendered:
 
     requests: list[WireRequest] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (destination, reason)
+    # Why, in words, per skipped destination (the NotSent's detail), for warnings.
+    details: dict[str, str] = field(default_factory=dict)
 
 
 def render_event(
@@ -38,6 +40,8 @@ def render_event(
             result.requests.extend(RENDERERS[name](event, config))
         except NotSent as why:
             result.skipped.append((name, why.reason))
+            if why.detail:
+                result.details[name] = why.detail
     return result
 
 

@@ -5,6 +5,9 @@ cookie), never both on a ``track`` call: the spec's known and anonymous forms ar
 ``oneOf``.  ``identify`` carries both, which is what ties the anonymous history to the
 person.  Every message carries ``messageId`` (stable across retries) and an ISO-8601
 ``timestamp``; the sender may coalesce messages into ``/batch`` (``batch_url``).
+A ``track`` message is checked against its semantic event's schema in spec 002 before
+it is returned (:mod:`.customerio_schema`): one the API would refuse is
+``NotSent("invalid_field:<field>")``, never a request.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from ..config import Config
 from ..events import Event, iso_millis
 from ..version import __version__
 from .base import NotSent, WireRequest, basic_auth, derived_id, encode_json, join_url
+from .customerio_schema import first_problem
 
 DESTINATION = "customerio"
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -56,6 +60,12 @@ def render(event: Event, config: Config) -> list[WireRequest]:
     requests = []
     for kind, message in messages:
         message.update(identity if kind != "identify" else {})
+        if kind == "track":
+            # Spec 002's schema for the semantic event: what the API would refuse with
+            # a 400 is never queued (the reason names the field, counted per field).
+            problem = first_problem(message)
+            if problem is not None:
+                raise NotSent(f"invalid_field:{problem[0]}", problem[1])
         message["context"] = _context(event)
         message["timestamp"] = iso_millis(event.timestamp)
         encoded = encode_json(message)

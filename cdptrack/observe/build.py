@@ -110,14 +110,16 @@ def message_id() -> str:
 
 
 def kind_event(kind: str | None, method: str, status: int = 200, *,
-               declared: bool = False) -> str | None:
+               declared: bool = False, order_on_request: bool = False) -> str | None:
     """The canonical event a page of ``kind`` stands for, answered with ``status`` to a
     request with ``method`` (``declared``: the view itself said what it is), or
     ``None``: Product Viewed, Product List Viewed and Products Searched for a GET
     answered 2xx; Order Completed for a 2xx, or a 3xx to a form's POST; Product Added to
-    Wishlist for a change request (a GET only when the view declares it).  Whether it
-    is then sent depends on what the request carries (a product id, a query, an order
-    id): see :func:`build_events`."""
+    Wishlist for a change request (a GET only when the view declares it); Order
+    Completed too for a checkout's change request that put the order it placed on the
+    request (``order_on_request``: ``g.order``, ``request.state.order``,
+    ``request.order``).  Whether it is then sent depends on what the request carries (a
+    product id, a query, an order id): see :func:`build_events`."""
     page_ok = status < 300 and method == "GET"
     if kind == "product":
         return PRODUCT_VIEWED if page_ok else None
@@ -127,6 +129,8 @@ def kind_event(kind: str | None, method: str, status: int = 200, *,
         return PRODUCTS_SEARCHED if page_ok else None
     if kind == "order":
         return ORDER_COMPLETED if status < 300 or method != "GET" else None
+    if kind == "checkout" and method != "GET" and order_on_request:
+        return ORDER_COMPLETED
     if kind == "wishlist":
         return PRODUCT_ADDED_TO_WISHLIST if method != "GET" or declared else None
     return None
@@ -238,7 +242,8 @@ def build_events(state: RequestState, options: ObserveOptions,
             page_props["search"] = "?" + state.query
         add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""), trusted=True)
 
-    page_event = kind_event(kind, state.method, status, declared=decl is state.declared)
+    page_event = kind_event(kind, state.method, status, declared=decl is state.declared,
+                            order_on_request=state.request_order is not None)
     if page_event == PRODUCT_VIEWED:
         props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:

@@ -9,8 +9,8 @@ and captured one by one.  Every step is guarded: an error inside cdptrack is log
 never raised into the shop's request.
 
 The observer holds only cross-request state that must be shared: counters and the
-bounded memory of orders already reported (so reloading a thank-you page does not send
-Order Completed twice).  Everything about one request lives in its
+bounded memory of orders already reported (so reloading a thank-you page, from any
+device, does not send Order Completed twice).  Everything about one request lives in its
 :class:`~cdptrack.observe.state.RequestState`.
 """
 
@@ -346,6 +346,21 @@ class Observer:
         except Exception:
             self.error("cart")
 
+    def read_order(self, state: RequestState, order: Any) -> None:
+        """Read an order object an adapter found on the request (``g.order``,
+        ``request.state.order``, ``request.order``: often an ORM row) into plain data
+        now, while its database session is open.  Used for Order Completed on a
+        thank-you or checkout page, after the view's return value and the template
+        context.  Never raises."""
+        if order is None or state.skip:
+            return
+        try:
+            found = order if isinstance(order, Mapping) else plain_order(order)
+            if found is not None:
+                state.request_order = dict(found)
+        except Exception:
+            self.error("order")
+
     def events_in_sender(self, state: RequestState,
                          identity: dict[str, str] | None) -> list[Event]:
         """:meth:`events_of` for a deferred build on the sender thread: an error is
@@ -381,8 +396,9 @@ class Observer:
         return events
 
     def _first_report(self, event: Event) -> bool:
-        key = f"{event.visitor.sc or ''}:{event.properties.get('order_id')}"
-        return self.memory.first_report(key)
+        # Per order, not per visitor: the thank-you page reloaded on another device, or
+        # shared and opened by someone else, is the same purchase.
+        return self.memory.first_report(str(event.properties.get("order_id")))
 
     def error(self, where: str) -> None:
         """Log and count an error inside cdptrack (the shop's request carries on)."""

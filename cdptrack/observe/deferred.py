@@ -85,6 +85,8 @@ def detachable(state: RequestState) -> bool:
             if key in ctx and not _plain(ctx[key]):
                 return False
     page, order, custom = state.page_props, state.order_props, state.custom_events
+    if state.request_order is not None and not _plain(state.request_order):
+        return False
     return (page is None or _plain(page)) and (order is None or _plain(order)) and (
         custom is None or all(_plain(p) for _, p in custom))
 

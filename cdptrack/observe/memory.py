@@ -8,7 +8,8 @@ Two kinds of memory with one interface:
 * :class:`RedisMemory`: used when the outbox is Redis, so that every process of a fleet
   agrees: a cart is one key per visitor (``{prefix}:cart:<visitor>``, JSON lines,
   expiring after ``cart_ttl`` seconds) and an order report is a ``SET NX`` key
-  (``{prefix}:order:<visitor>:<order id>``, ``order_ttl``).  When Redis does not answer,
+  (``{prefix}:order:<order id>``, ``order_ttl``): one report per order, whichever
+  visitor or process sees its thank-you page.  When Redis does not answer,
   the local memory stands in (counted by the caller as ``memory_fallback``) so a Redis
   outage never loses or blocks an event.
 
@@ -53,7 +54,7 @@ class LocalMemory:
         return old
 
     def first_report(self, key: str) -> bool:
-        """``True`` the first time ``key`` (visitor + order id) is reported."""
+        """``True`` the first time ``key`` (an order id) is reported."""
         with self._lock:
             if key in self._orders:
                 self._orders.move_to_end(key)

@@ -752,6 +752,7 @@ def order_details(state: RequestState, options: ObserveOptions,
         _nested(result, "order"),
         result if _is_data(result) and read_field(result, "order_id") is not None else None,
         _context(state, "order"),
+        state.request_order,
         state.session_after.order if state.session_after else None,
         state.session_before.order if state.session_before else None,
     ]

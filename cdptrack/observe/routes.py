@@ -143,7 +143,8 @@ def _plan_method(route: Route, method: str, options: ObserveOptions,
         add("identify", "identity")
     if method == "GET" and options.track_pages and route.html is not False:
         add("page", None if route.html else "html")
-    name = kind_event(kind, method, declared=source == "declaration")
+    name = kind_event(kind, method, declared=source == "declaration",
+                      order_on_request=True)
     if name in (PRODUCT_VIEWED, PRODUCT_ADDED_TO_WISHLIST):
         add(name, None if key is not None and key in params else "product_id")
     elif name == PRODUCT_LIST_VIEWED:

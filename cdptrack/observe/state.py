@@ -69,6 +69,7 @@ class RequestState:
         "raw",
         "referer",
         "request",
+        "request_order",
         "response_json",
         "route_template",
         "sc",
@@ -144,6 +145,9 @@ class RequestState:
         # before the request ends; the JSON body of a cart or order route's answer.
         self.cart_lines: dict[str, dict[str, Any]] | None = None
         self.response_json: bytes | None = None
+        # The order object the adapter found on the request (Flask ``g.order``,
+        # Starlette ``request.state.order``, Django ``request.order``), as plain data.
+        self.request_order: dict[str, Any] | None = None
         self.cart_read = False  # the sources were asked once (found or not)
         self.skip = False
         self.finished = 0.0  # time.time() when the response was complete; declarations

@@ -34,6 +34,7 @@ from .apis import (
 )
 from .faults import FailurePlan
 from .record import Recorder, build_records, summarize
+from .unsent import UnsentBoard
 
 log = logging.getLogger("cdptrack.sink")
 
@@ -63,6 +64,8 @@ class Sink:
         self.failures = FailurePlan.parse(fail) if isinstance(fail, str) else fail
         self.recorder = Recorder(limit=limit, path=record)
         self.apis = SinkApis()
+        # What the shop's trackers did not send and why (see .unsent).
+        self.unsent = UnsentBoard()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         # The shop's route table (``cdptrack routes --json``'s document), shown on the
@@ -153,6 +156,12 @@ class Sink:
     def clear(self) -> None:
         self.recorder.clear()
         self.apis.reset()
+        self.unsent.clear()
+
+    def watch_tracker(self, tracker: Any) -> None:
+        """Show ``tracker``'s skipped and dropped counts on the inspector page (a tracker
+        in this process; one elsewhere reports them with :func:`.unsent.report_stats`)."""
+        self.unsent.watch(tracker.stats)
 
     def wait_for(self, count: int, timeout: float = 10.0, api: str | None = None) -> bool:
         """Block until at least ``count`` records (for ``api``) arrived, or timeout."""
@@ -238,6 +247,19 @@ class _Handler(BaseHTTPRequestHandler):
                              "generation": sink.recorder.generation})
         elif method == "GET" and path == "/api/routes":
             self._json(200, {"routes": sink.routes})
+        elif method == "GET" and path == "/api/unsent":
+            self._json(200, sink.unsent.view())
+        elif method == "POST" and path == "/api/tracker-stats":
+            try:
+                report = json.loads(body)
+                source = report.get("source", "shop") if isinstance(report, dict) else None
+                if not isinstance(source, str):
+                    raise ValueError("source must be a string")
+                sink.unsent.report(source, report.get("stats"))
+            except ValueError as err:
+                self._json(400, {"error": str(err)})
+            else:
+                self._json(200, {"ok": True})
         elif method == "GET" and path == "/api/summary":
             self._json(200, sink.summary())
         elif method == "GET" and path == "/api/config":

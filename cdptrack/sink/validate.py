@@ -8,6 +8,9 @@ contradicts itself (Yespo's tables say ``price`` is a string while its examples 
 numbers) both forms are accepted; where it is consistent, the check is strict.
 
 Pure functions: no I/O besides loading the packaged Customer.io OpenAPI document once.
+The Customer.io schema check is the renderer's own
+(:mod:`cdptrack.destinations.customerio_schema`): what the sink refuses, cdptrack never
+sends.
 """
 
 from __future__ import annotations
@@ -16,11 +19,11 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from functools import cache
-from importlib import resources
 from typing import Any
 
-from jsonschema import Draft7Validator  # type: ignore[import-untyped,unused-ignore]
+from ..destinations.customerio_schema import customerio_openapi as customerio_openapi
+from ..destinations.customerio_schema import semantic_event_names as semantic_event_names
+from ..destinations.customerio_schema import track_problems
 
 Problems = list[str]
 
@@ -477,49 +480,6 @@ def _yespo_event_rules(key: str, params: Mapping[str, str]) -> Problems:
 CUSTOMERIO_CALLS = frozenset({"track", "identify", "page", "screen", "group", "alias", "batch"})
 
 
-@cache
-def customerio_openapi() -> dict[str, Any]:
-    """The Customer.io OpenAPI document shipped with the package (spec 002)."""
-    text = resources.files("cdptrack.sink").joinpath("customerio-openapi.json").read_text("utf-8")
-    doc: dict[str, Any] = json.loads(text)
-    return doc
-
-
-@cache
-def _semantic_validators() -> dict[str, list[tuple[str, Any]]]:
-    """Semantic event name -> [(variant title, validator)] for its known/anonymous forms.
-
-    The ``/track`` body is a ``oneOf`` over the 28 semantic events, each itself a
-    ``oneOf`` of a known (``userId``) and an anonymous (``anonymousId``) form.  Neither
-    form forbids the other's id, so a body with both ids (what Segment-style SDKs send
-    after sign-in) matches both forms and a literal ``oneOf`` would reject it; the check
-    therefore picks the event's schema by name and accepts a body any form accepts.
-    """
-    doc = customerio_openapi()
-    schemas = doc["components"]["schemas"]
-    out: dict[str, list[tuple[str, Any]]] = {}
-    for name, schema in schemas.items():
-        if not name.endswith("_event") or "oneOf" not in schema:
-            continue
-        variants: list[tuple[str, Any]] = []
-        event_name: str | None = None
-        for i, variant in enumerate(schema["oneOf"]):
-            enum = variant.get("properties", {}).get("event", {}).get("enum") or [None]
-            event_name = enum[0]
-            root = {
-                "$ref": f"#/components/schemas/{name}/oneOf/{i}",
-                "components": doc["components"],
-            }
-            variants.append((variant.get("title", name), Draft7Validator(root)))
-        if event_name:
-            out[event_name] = variants
-    return out
-
-
-def semantic_event_names() -> frozenset[str]:
-    return frozenset(_semantic_validators())
-
-
 def check_customerio(call: str, body: Any) -> Problems:
     """One Data Pipelines call (``track``, ``identify``, ``page``, ... or ``batch``)."""
     if call == "batch":
@@ -592,24 +552,7 @@ def _check_track(message: Mapping[str, Any], prefix: str) -> Problems:
     name = message.get("event")
     if not isinstance(name, str) or not name.strip():
         return [f"{prefix}event: required, a non-empty string"]
-    variants = _semantic_validators().get(name)
-    if variants is None:
-        return []  # a custom event: any properties go
-    best: list[str] | None = None
-    for _title, validator in variants:
-        errors = sorted(validator.iter_errors(message), key=lambda e: list(e.path))
-        if not errors:
-            return []
-        described = [_describe_schema_error(e, prefix) for e in errors]
-        if best is None or len(described) < len(best):
-            best = described
-    return best or []
-
-
-def _describe_schema_error(error: Any, prefix: str) -> str:
-    where = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in error.path)
-    where = where.replace(".[", "[")
-    return f"{prefix}{where or 'body'}: {error.message}"
+    return track_problems(message, prefix)
 
 
 def _is_iso_datetime(value: Any) -> bool:

@@ -53,3 +53,23 @@ class Line(models.Model):
 
     class Meta:
         app_label = "djshop"
+
+
+class Basket(models.Model):
+    """A basket kept in the database and put on ``request.basket`` by a middleware, as
+    django-oscar's ``BasketMiddleware`` does."""
+
+    owner_key = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        app_label = "djshop"
+
+
+class BasketLine(models.Model):
+    basket = models.ForeignKey(Basket, related_name="lines", on_delete=models.CASCADE)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT)
+    quantity = models.PositiveIntegerField(default=1)
+    price_incl_tax = models.DecimalField(max_digits=12, decimal_places=2)
+
+    class Meta:
+        app_label = "djshop"
