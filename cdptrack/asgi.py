@@ -308,6 +308,12 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
             # request.state.order: read at response start, while the database session
             # the shop's middleware or dependency opened for the view is still open.
             observer.read_order(state, found["order"])
+        if found and isinstance(found, dict):
+            objects = [found[name] for name in CART_OBJECT_NAMES
+                       if found.get(name) is not None]
+            if objects:  # request.state.cart / basket: ORM rows, read while still live
+                read_route(state, scope)
+                observer.read_cart(state, objects)
         if json_answer and 200 <= message["status"] < 300 and _answers_cart(
                 observer, state, scope):
             state.response_json = b""  # a JSON API's cart: kept (bounded) as it is sent

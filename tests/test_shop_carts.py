@@ -17,6 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Field, SQLModel, select
 from sqlmodel import Session as ModelSession
+from starlette.requests import Request
 
 from cdptrack.integrations.fastapi import setup
 from cdptrack.integrations.flask import CDPTrack
@@ -290,3 +291,52 @@ def test_an_unreadable_cart_answer_sends_nothing_and_breaks_nothing(body: bytes)
     response = client.post("/cart/items")
     assert response.content == body
     assert tracker.named("Cart Updated") == []
+
+
+# --- a FastAPI shop whose cart is an ORM row on request.state ----------------------------
+
+
+def test_request_state_cart_rows_are_read_while_their_database_session_is_open() -> None:
+    """The common ``@app.middleware("http")`` database session (outside cdptrack here)
+    closes its session as soon as ``call_next`` has the response's start, while the body
+    may still be on its way; the view put the cart row on ``request.state.cart`` and
+    answered without touching its lazily loaded lines.  cdptrack reads them at response
+    start, while the session is still open."""
+    engine = create_engine("sqlite://", poolclass=StaticPool,
+                           connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine)
+    with Session(engine) as db:
+        db.add_all([Product(id=10, name="Boot", price=Decimal("59.90")), Cart(id=1)])
+        db.commit()
+
+    app = FastAPI()
+
+    @app.post("/cart/add")
+    def cart_add(request: Request, body: dict[str, Any]) -> dict[str, str]:
+        db: Session = request.state.db
+        cart = db.get(Cart, 1)
+        assert cart is not None
+        db.add(CartLine(cart_id=1, product_id=body["product_id"],
+                        quantity=body["quantity"], price=Decimal("59.90")))
+        db.commit()  # expires the cart: its lines load when someone reads them
+        request.state.cart = cart
+        return {"ok": "added"}
+
+    tracker = ListTracker()
+    setup(app, tracker=tracker)
+
+    @app.middleware("http")
+    async def database_session(request: Request, call_next: Any) -> Any:
+        request.state.db = Session(engine)
+        try:
+            return await call_next(request)
+        finally:
+            request.state.db.close()  # the cart row is detached from here on
+
+    client = TestClient(app)
+    client.cookies.set("sc", SC)
+    assert client.post("/cart/add", json={"product_id": 10, "quantity": 2}).json() == {
+        "ok": "added"}
+    event = tracker.one("Cart Updated")
+    assert event.properties["added"] == [
+        {"product_id": "10", "quantity": 2, "price": 59.9, "name": "Boot"}]
