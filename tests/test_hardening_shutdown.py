@@ -117,12 +117,13 @@ def test_django_asgi_on_uvicorn_delivers_everything_after_sigterm(
     _expect_all_delivered(api, log)
 
 
-def test_mounted_starlette_sub_app_on_uvicorn_delivers_everything_after_sigterm(
-        api: ApiServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", ["mounted", "fastapi_mounted"])
+def test_mounted_sub_app_on_uvicorn_delivers_everything_after_sigterm(
+        api: ApiServer, tmp_path: Path, app: str) -> None:
     api.fail_next(2, Reply(503), "/v1")
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
-            "support.shutdown_apps:mounted"]
+            f"support.shutdown_apps:{app}"]
     log = tmp_path / "server.log"
     with serving(args, _env(api), port, log) as process:
         _views(port, "/shop")
@@ -156,6 +157,20 @@ def test_flask_on_gunicorn_delivers_everything_after_sigterm(
     log = tmp_path / "server.log"
     with serving(args, _env(api), port, log) as process:
         _views(port, "")
+        assert _stop(process) == 0
+    _expect_all_delivered(api, log)
+
+
+def test_django_wsgi_on_gunicorn_delivers_everything_after_sigterm(
+        api: ApiServer, tmp_path: Path) -> None:
+    api.fail_next(2, Reply(503), "/v1")
+    port = free_port()
+    args = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
+            "--control-socket", str(tmp_path / "ctl"),
+            "support.shutdown_django:wsgi_application"]
+    log = tmp_path / "server.log"
+    with serving(args, _env(api), port, log) as process:
+        _views(port, "", "/")
         assert _stop(process) == 0
     _expect_all_delivered(api, log)
 
