@@ -33,7 +33,7 @@ def product(request: HttpRequest, product_id: str) -> HttpResponse:
     return HttpResponse(f"<p>{product_id}</p>", content_type="text/html")
 
 
-APP_SC = "0F0E0D0C-0B0A-4908-8706-050403020100"
+APP_SC = "0F0E0D0C-0B0A-4908-8706-050403020100"  # tests compare with this literal
 
 
 def own_sc(request: HttpRequest) -> HttpResponse:
