@@ -53,6 +53,7 @@ CUSTOMERIO_REGION_URLS = {
 DEFAULT_ORANGEPILL_URL = "https://api.orangepill.cloud/v1"
 
 REDACTED = "<redacted>"
+DEFAULT_FLUSH_AT_EXIT = 5.0  # seconds
 
 
 class ConfigError(ValueError):
@@ -87,7 +88,8 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Everything the renderers and the sender need to know about the destinations."""
+    """Everything the renderers and the sender need to know about the destinations,
+    and how long a stopping process may spend draining (``flush_at_exit``, seconds)."""
 
     yespo_site_id: str | None = None
     yespo_api_key: Secret | None = None
@@ -104,6 +106,11 @@ class Config:
     customerio_strict: bool = True
     # Yespo's own plugins send Basic auth to the tracker too; do so when a key is set.
     yespo_tracker_auth: bool = True
+    # Seconds a stop the app does not control (exit, SIGTERM/SIGINT, a server's shutdown,
+    # the ASGI lifespan) may spend draining; keep it under the server's graceful timeout.
+    flush_at_exit: float = DEFAULT_FLUSH_AT_EXIT
+    # Chain cdptrack's drain in front of the process's SIGTERM/SIGINT handlers.
+    handle_signals: bool = True
 
     def __post_init__(self) -> None:
         for name in ("yespo_api_key", "customerio_api_key", "orangepill_api_key"):
@@ -123,6 +130,15 @@ class Config:
             url = getattr(self, name)
             if url is not None:
                 object.__setattr__(self, name, check_endpoint(url, name))
+        budget = self.flush_at_exit
+        if isinstance(budget, bool) or not isinstance(budget, int | float) \
+                or not 0 <= budget <= 3600:
+            raise ConfigError(
+                f"flush_at_exit must be a number of seconds from 0 to 3600, not {budget!r}")
+        object.__setattr__(self, "flush_at_exit", float(budget))
+        if not isinstance(self.handle_signals, bool):
+            raise ConfigError(
+                f"handle_signals must be true or false, not {self.handle_signals!r}")
         if self.yespo_site_id is not None:
             site = clean_key(str(self.yespo_site_id), "yespo_site_id")
             object.__setattr__(self, "yespo_site_id", site or None)
@@ -183,12 +199,26 @@ class Config:
         return out
 
 
-_BOOL_FIELDS = {"dry_run", "customerio_strict", "yespo_tracker_auth"}
+_BOOL_FIELDS = {"dry_run", "customerio_strict", "yespo_tracker_auth", "handle_signals"}
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off"}
 
 
 def _coerce(name: str, raw: Any) -> Any:
+    if name == "handle_signals" and isinstance(raw, str):
+        word = raw.strip().lower()
+        if word not in _TRUE_WORDS | _FALSE_WORDS:  # a typo must not turn it off
+            raise ConfigError(f"{env_name(name)} must be 1/0, true/false, yes/no or "
+                              f"on/off, not {raw!r}")
+        return word in _TRUE_WORDS
     if name in _BOOL_FIELDS and isinstance(raw, str):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
+        return raw.strip().lower() in _TRUE_WORDS
+    if name == "flush_at_exit" and isinstance(raw, str):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{env_name(name)} must be a number of seconds, "
+                              f"not {raw!r}") from None
     if name == "customerio_region" and isinstance(raw, str):
         return raw.strip().lower()
     return raw

@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import shutdown_hooks
-from .config import Config
+from .config import Config, ConfigError
 from .delivery.callbacks import Callbacks
 from .delivery.counters import Counters, format_table
 from .delivery.deferred import Buildable, as_deferred, run_build
@@ -66,6 +66,8 @@ class Tracker:
     a server's shutdown (see :mod:`cdptrack.shutdown_hooks`; ``handle_signals=False``
     leaves the process's signal handlers alone).  Keep it below the server's graceful
     timeout (gunicorn ``--graceful-timeout`` 30 s, Kubernetes' grace period 30 s).
+    Either argument left out (``None``) comes from ``config`` (``CDPTRACK_FLUSH_AT_EXIT``,
+    ``CDPTRACK_HANDLE_SIGNALS``); a negative budget is a :class:`ConfigError`.
     """
 
     def __init__(
@@ -79,8 +81,8 @@ class Tracker:
         max_retry_time: float = 600.0,
         timeout: float = 10.0,
         concurrency: int = 4,
-        flush_at_exit: float = 5.0,
-        handle_signals: bool = True,
+        flush_at_exit: float | None = None,
+        handle_signals: bool | None = None,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         max_retry_after: float = 300.0,
@@ -96,7 +98,11 @@ class Tracker:
                                    max_retry_time=max_retry_time)
         self._concurrency = concurrency
         self._timeout = timeout
-        self._flush_at_exit = flush_at_exit
+        if flush_at_exit is not None and not 0 <= flush_at_exit <= 3600:
+            raise ConfigError(
+                f"flush_at_exit must be from 0 to 3600 seconds, not {flush_at_exit!r}")
+        self._flush_at_exit = float(
+            self._config.flush_at_exit if flush_at_exit is None else flush_at_exit)
         self._counters = Counters()
         self._start_lock = threading.Lock()
         self._sender: Sender | None = None
@@ -104,7 +110,7 @@ class Tracker:
         self._closed = False
         self._shutdown_result: bool | None = None
         _LIVE.add(self)
-        if handle_signals:
+        if self._config.handle_signals if handle_signals is None else handle_signals:
             shutdown_hooks.install()
 
     # -- the app-facing hot path -----------------------------------------------------------

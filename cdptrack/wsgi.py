@@ -13,7 +13,7 @@ the request path; the Flask adapter hands over the live session and ``url_rule``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -23,6 +23,7 @@ from .observe.core import Observer, plain_path, url_path
 from .observe.options import ObserveOptions
 from .observe.session import fill_session_from_cookies, session_from_set_cookie
 from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
+from .observe.visitor import split_joined_cookie_fields
 from .wiring import make_observer
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType]
@@ -38,6 +39,18 @@ WSGI_HEADERS = (
     ("x-forwarded-proto", "HTTP_X_FORWARDED_PROTO"),
     ("x-forwarded-host", "HTTP_X_FORWARDED_HOST"),
 )
+
+
+def environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    """The request headers cdptrack reads, by lower-case name, from a WSGI environ or
+    Django's ``META``.  The ``Cookie`` header's comma-joined repeated fields (how WSGI
+    servers pass them on) are split back into cookies (see
+    :func:`~cdptrack.observe.visitor.split_joined_cookie_fields`)."""
+    headers = {name: environ[key] for name, key in WSGI_HEADERS if key in environ}
+    cookie = headers.get("cookie")
+    if cookie is not None and "," in cookie:
+        headers["cookie"] = split_joined_cookie_fields(cookie)
+    return headers
 
 
 class CDPTrackWSGIMiddleware:
@@ -108,8 +121,7 @@ class CDPTrackWSGIMiddleware:
         observer = self.observer
         try:
             get = environ.get
-            headers: dict[str, str] = {name: environ[key] for name, key in WSGI_HEADERS
-                                       if key in environ}
+            headers = environ_headers(environ)
             script = get("SCRIPT_NAME", "")
             host = get("HTTP_HOST") or f"{get('SERVER_NAME', 'localhost')}:" \
                 f"{get('SERVER_PORT', '80')}"
@@ -293,4 +305,4 @@ class _TrackedSizedBody(_TrackedBody):
         return len(self._body)  # type: ignore[arg-type]
 
 
-__all__ = ["CDPTrackWSGIMiddleware"]
+__all__ = ["CDPTrackWSGIMiddleware", "environ_headers"]

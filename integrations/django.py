@@ -90,7 +90,7 @@ from cdptrack.observe.session import snapshot
 from cdptrack.observe.state import STATE_KEY, RequestState, SessionSnapshot, current_state
 from cdptrack.observe.visitor import identity_from_user
 from cdptrack.wiring import make_observer
-from cdptrack.wsgi import WSGI_HEADERS
+from cdptrack.wsgi import environ_headers
 
 logger = logging.getLogger("cdptrack.observe")
 
@@ -329,7 +329,7 @@ def _begin(request: HttpRequest) -> tuple[Observer, RequestState, bool] | None:
 
 def _begin_state(observer: Observer, request: HttpRequest) -> RequestState | None:
     meta = request.META
-    headers = {name: meta[key] for name, key in WSGI_HEADERS if key in meta}
+    headers = environ_headers(meta)
     try:
         host = request.get_host()  # honours USE_X_FORWARDED_HOST and ALLOWED_HOSTS
     except Exception:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from cdptrack.config import Config, ConfigError, Secret
@@ -68,3 +70,44 @@ def test_describe_masks_a_password_in_the_outbox_url() -> None:
     assert config.describe()["outbox"] == "redis://worker:***@127.0.0.1:6379/0"
     assert "hunter2" not in repr(config.describe()) + repr(config) + str(config)
     assert Config(outbox="sqlite:///x.db").describe()["outbox"] == "sqlite:///x.db"
+
+
+def test_the_shutdown_budget_and_signal_handling_come_from_the_environment() -> None:
+    from cdptrack import shutdown_hooks
+    from cdptrack.tracker import Tracker
+
+    config = Config.from_env({"CDPTRACK_FLUSH_AT_EXIT": " 2.5 ",
+                              "CDPTRACK_HANDLE_SIGNALS": "off"})
+    assert (config.flush_at_exit, config.handle_signals) == (2.5, False)
+    assert Config().flush_at_exit == 5.0 and Config().handle_signals is True
+    shutdown_hooks.uninstall()
+    try:
+        tracker = Tracker(config)
+        assert tracker.shutdown_budget == 2.5
+        assert not shutdown_hooks.installed(signal.SIGTERM)
+        assert Tracker(config, flush_at_exit=0.5).shutdown_budget == 0.5  # argument wins
+        Tracker(Config.from_env({"CDPTRACK_HANDLE_SIGNALS": "yes"}))
+        assert shutdown_hooks.installed(signal.SIGTERM)
+    finally:
+        shutdown_hooks.uninstall()
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("CDPTRACK_FLUSH_AT_EXIT", "five"), ("CDPTRACK_FLUSH_AT_EXIT", "-1"),
+    ("CDPTRACK_FLUSH_AT_EXIT", "nan"), ("CDPTRACK_HANDLE_SIGNALS", "nope"),
+])
+def test_a_bad_shutdown_setting_is_a_config_error_naming_it(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name.removeprefix("CDPTRACK_").lower()
+                       + "|" + name):
+        Config.from_env({name: value})
+
+
+def test_flask_settings_set_the_budget() -> None:
+    from flask import Flask
+
+    from cdptrack.integrations.flask import CDPTrack
+
+    app = Flask(__name__)
+    app.config.update(CDPTRACK_FLUSH_AT_EXIT=1.5, CDPTRACK_HANDLE_SIGNALS=False)
+    CDPTrack(app)
+    assert app.extensions["cdptrack"].tracker.shutdown_budget == 1.5

@@ -694,3 +694,8 @@ def test_a_shopper_journey_reaches_each_api_through_the_real_tracker() -> None:
         assert cio[name] >= 1, (name, cio)
     assert cio["Order Completed"] == 1
     assert all("key" not in r.path for r in server.snapshot())
+
+
+def test_the_cdptrack_setting_sets_the_shutdown_budget() -> None:
+    with override_settings(CDPTRACK={"flush_at_exit": 3, "handle_signals": False}):
+        assert get_tracker().shutdown_budget == 3.0  # type: ignore[attr-defined]

@@ -203,6 +203,10 @@ def test_wsgi_response_through_wsgiref_is_the_apps_own_plus_one_clean_cookie(
     tracked = raw_get(tracked_port, path, headers)
     assert tracked[0] == plain[0]
     assert tracked[2] == plain[2]
-    # wsgiref joins repeated header fields with "," (as gunicorn does): one field only
+    # wsgiref joins repeated header fields with "," (as gunicorn does); cdptrack splits
+    # them again where a cookie name follows, so the visitor is kept as on ASGI.  A
+    # field whose own values hold a comma is ambiguous once joined: then only "at most
+    # one clean sc" is checked.
+    ambiguous = len(cookies) > 1 and any("," in c for c in cookies)
     assert_only_a_clean_sc_added(plain[1], tracked[1],
-                                 len(cookies) == 1 and visitor_kept(cookies))
+                                 not ambiguous and visitor_kept(cookies))

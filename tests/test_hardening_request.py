@@ -275,3 +275,46 @@ def test_setup_puts_cdptrack_inside_the_session_and_warns_nothing(
         client.post("/cart/add")
     assert "appears only inside" not in caplog.text
     assert len(tracker.named("Cart Updated")) == 2
+
+
+# --- items 5 and 6 on Django, served by a real gunicorn -------------------------------------
+
+
+def test_django_on_gunicorn_keeps_the_shops_sc_and_reports_the_path_as_requested(
+        tmp_path: Any) -> None:
+    import http.client
+    import sys
+
+    from support.api_server import ApiServer
+    from support.redis_server import free_port
+    from test_hardening_shutdown import _env, serving
+
+    app_sc = "0F0E0D0C-0B0A-4908-8706-050403020100"  # what /own-sc/ sets (not imported:
+    api = ApiServer().start()                    # that module configures Django)
+    try:
+        port = free_port()
+        args = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
+                "--control-socket", str(tmp_path / "ctl"),
+                "support.shutdown_django:wsgi_application"]
+        answers = {}
+        with serving(args, _env(api), port, tmp_path / "server.log"):
+            for path in ("/own-sc/", "/category/%D1%87%D0%B0%D0%B9/"):
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                connection.request("GET", path)
+                response = connection.getresponse()
+                response.read()
+                answers[path] = [v for k, v in response.getheaders()
+                                 if k.lower() == "set-cookie" and v.startswith("sc=")]
+                connection.close()
+            assert api.wait_until(lambda s: len(list(s.accepted_messages("/v1"))) >= 3)
+        messages = [m for _, m in api.accepted_messages("/v1")]
+    finally:
+        api.stop()
+    assert len(answers["/own-sc/"]) == 1 and answers["/own-sc/"][0].startswith(
+        f"sc={app_sc};")  # the shop's cookie, and no second one
+    pages = {m["properties"]["path"]: m for m in messages if m.get("type") == "page"}
+    assert pages["/own-sc/"]["anonymousId"] == app_sc  # events use the shop's id
+    url = f"http://127.0.0.1:{port}/category/%D1%87%D0%B0%D0%B9/"
+    assert pages["/category/чай/"]["properties"]["url"] == url
+    listed = [m for m in messages if m.get("event") == "Product List Viewed"]
+    assert [m["properties"].get("category") for m in listed] == ["чай"]

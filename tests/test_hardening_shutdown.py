@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -116,18 +117,35 @@ def test_django_asgi_on_uvicorn_delivers_everything_after_sigterm(
     _expect_all_delivered(api, log)
 
 
-def test_mounted_starlette_sub_app_on_uvicorn_delivers_everything_after_sigterm(
-        api: ApiServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("app", ["mounted", "fastapi_mounted"])
+def test_mounted_sub_app_on_uvicorn_delivers_everything_after_sigterm(
+        api: ApiServer, tmp_path: Path, app: str) -> None:
     api.fail_next(2, Reply(503), "/v1")
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
-            "support.shutdown_apps:mounted"]
+            f"support.shutdown_apps:{app}"]
     log = tmp_path / "server.log"
     with serving(args, _env(api), port, log) as process:
         _views(port, "/shop")
         _stop(process)
     _expect_all_delivered(api, log)
     assert "no ASGI lifespan started" in log.read_text()  # the user is told
+
+
+def test_the_budget_from_the_environment_bounds_the_drain_under_uvicorn(
+        api: ApiServer, tmp_path: Path) -> None:
+    api.default = Reply(503)  # the API never recovers: the budget decides
+    port = free_port()
+    args = [sys.executable, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
+            "support.shutdown_apps:mounted"]
+    log = tmp_path / "server.log"
+    with serving(args, _env(api, CDPTRACK_FLUSH_AT_EXIT="0.3"), port, log) as process:
+        _views(port, "/shop")
+        _stop(process)
+    text = log.read_text()
+    lost = re.search(r"shut down after 0\.3s with (\d+) deliveries undelivered; they are "
+                     r"lost", text)
+    assert lost and int(lost.group(1)) >= VIEWS, text[-3000:]
 
 
 def test_flask_on_gunicorn_delivers_everything_after_sigterm(
@@ -139,6 +157,20 @@ def test_flask_on_gunicorn_delivers_everything_after_sigterm(
     log = tmp_path / "server.log"
     with serving(args, _env(api), port, log) as process:
         _views(port, "")
+        assert _stop(process) == 0
+    _expect_all_delivered(api, log)
+
+
+def test_django_wsgi_on_gunicorn_delivers_everything_after_sigterm(
+        api: ApiServer, tmp_path: Path) -> None:
+    api.fail_next(2, Reply(503), "/v1")
+    port = free_port()
+    args = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
+            "--control-socket", str(tmp_path / "ctl"),
+            "support.shutdown_django:wsgi_application"]
+    log = tmp_path / "server.log"
+    with serving(args, _env(api), port, log) as process:
+        _views(port, "", "/")
         assert _stop(process) == 0
     _expect_all_delivered(api, log)
 

@@ -110,6 +110,34 @@ def parse_cookies(header: str | None, wanted: tuple[str, ...]) -> dict[str, str]
     return out
 
 
+# A comma where a server joined two Cookie fields: followed by a cookie name (an RFC 9110
+# token) and "=", or by nothing (an empty last field).
+_JOINED_FIELD = re.compile(r",(?=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+=|$))")
+
+
+def split_joined_cookie_fields(header: str) -> str:
+    """A ``Cookie`` header from a WSGI environ (or Django's ``META``), with the
+    comma-joins of repeated fields turned back into ``;``.
+
+    A client may send ``Cookie`` in more than one field (HTTP/2 clients send one per
+    cookie; RFC 9113 section 8.2.3 says to join them with ``"; "``).  WSGI servers join
+    repeated fields with a comma instead, as for any other header: gunicorn, wsgiref and
+    werkzeug's server with ``","``, waitress with ``", "``, and Django's ASGI handler
+    builds ``META`` the same way, so ``theme=dark`` + ``sc=CDA6...`` arrives as
+    ``"theme=dark,sc=CDA6..."`` and a reader that splits on ``;`` only (werkzeug's and
+    Django's cookie parsers do) never finds ``sc``.
+
+    A comma starts a new cookie here only when a cookie name and ``=`` follow it (or
+    nothing does).  A value holding commas (``prefs={"a":1,"b":2}``, ``ids=1,2,3``) is
+    kept whole; the one value read differently is one containing ``,name=``, which
+    RFC 6265 excludes (no cookie-octet is a comma).  ``header`` without a comma is
+    returned as it is.
+    """
+    if "," not in header:
+        return header
+    return _JOINED_FIELD.sub(";", header)
+
+
 def set_cookie_header(
     name: str,
     value: str,
@@ -211,5 +239,6 @@ __all__ = [
     "new_sc",
     "parse_cookies",
     "set_cookie_header",
+    "split_joined_cookie_fields",
     "valid_sc",
 ]

@@ -5,6 +5,9 @@ without cdptrack, chosen by environment variables so a server process can import
 * ``WIRE_EVENTS=path``: each captured event is appended to ``path`` as one JSON line
   (one ``write`` on an ``O_APPEND`` file);
 * ``WIRE_FILE=path``: the file ``/file`` sends with Flask's ``send_file``.
+
+``cookie_app`` is always tracked: it answers with the ``Cookie`` header as the server
+passed it in the environ.
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ def one_item(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [b"<p>hello</p>"]
 
 
+def echo_cookie(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The ``Cookie`` header as the server put it in the environ, as the body."""
+    start_response("200 OK", [("Content-Type", "text/html")])
+    return [environ.get("HTTP_COOKIE", "").encode("latin-1")]
+
+
 def make_plain_app() -> Any:
     if tracked():
         return CDPTrackWSGIMiddleware(one_item, FileTracker(os.environ.get("WIRE_EVENTS")))
@@ -72,4 +81,5 @@ def make_flask_app() -> Flask:
 
 
 plain_app = make_plain_app()
+cookie_app = CDPTrackWSGIMiddleware(echo_cookie, FileTracker(os.environ.get("WIRE_EVENTS")))
 flask_app = make_flask_app()
