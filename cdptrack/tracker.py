@@ -20,7 +20,8 @@ Guarantees (see ``cdptrack/delivery/outbox_*.py`` for the details):
 ``capture_deferred(job)`` accepts work that *becomes* events (the middleware's record of
 one request): with the memory outbox it is stored as it is and built on the sender
 thread, so the request pays for an append only; with a durable outbox it is built at
-once and its events captured one by one, so what is accepted is on disk.
+once and its events committed in one transaction, so what is accepted is on disk (the
+middlewares do it before the response's last chunk is released).
 """
 
 from __future__ import annotations
