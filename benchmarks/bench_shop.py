@@ -171,6 +171,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
+def switches(pid: int) -> int:
+    """Context switches (voluntary + involuntary) of every thread of ``pid`` so far."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as status:
+                for line in status:
+                    if line.endswith("ctxt_switches:\t" + line.split("\t")[-1]):
+                        total += int(line.split()[-1])
+        except OSError:
+            pass  # the thread ended
+    return total
+
+
 def children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as found:
@@ -210,6 +224,7 @@ class Setup:
     name: str
     destinations: tuple[str, ...]  # () = cdptrack off
     outbox: str = "memory"  # memory / sqlite / redis
+    page_views: str = "all"  # CDPTRACK_PAGE_VIEWS
 
 
 CONFIGS = {
@@ -218,12 +233,21 @@ CONFIGS = {
     "customerio": Setup("memory outbox, Customer.io only", ("cio",)),
     "redis": Setup("Redis outbox + cdptrack worker", PREFIXES, "redis"),
     "sqlite": Setup("SQLite outbox, all four APIs", PREFIXES, "sqlite"),
+    "memory-generic": Setup("memory outbox, all four, page_views=generic", PREFIXES,
+                            page_views="generic"),
+    "redis-generic": Setup("Redis outbox + worker, page_views=generic", PREFIXES, "redis",
+                           page_views="generic"),
+    "sqlite-generic": Setup("SQLite outbox, all four, page_views=generic", PREFIXES,
+                            "sqlite", page_views="generic"),
 }
 # Messages one product page view gives each API.  Flask's HTML page is a page view and
 # a product view: the Yespo tracker takes the product view (it has no page event), the
 # others both.  FastAPI's JSON answer is not a page, so only the product view.
 PER_VIEW = {"flask": {"tracker": 1, "yespo": 2, "cio": 2, "op": 2},
             "fastapi": {"tracker": 1, "yespo": 1, "cio": 1, "op": 1}}
+# With page_views=generic the product page's page view reaches Customer.io only.
+PER_VIEW_GENERIC = {"flask": {"tracker": 1, "yespo": 1, "cio": 2, "op": 1},
+                    "fastapi": PER_VIEW["fastapi"]}
 
 
 def environment(setup: Setup, collector_port: int, outbox_url: str) -> dict[str, str]:
@@ -237,6 +261,7 @@ def environment(setup: Setup, collector_port: int, outbox_url: str) -> dict[str,
         "CDPTRACK_CUSTOMERIO_URL": base + "/cio/v1",
         "CDPTRACK_ORANGEPILL_URL": base + "/op/v1",
         "CDPTRACK_OUTBOX": outbox_url,
+        "CDPTRACK_PAGE_VIEWS": setup.page_views,
     })
     keys = {"tracker": ("CDPTRACK_YESPO_SITE_ID", "bench-site"),
             "yespo": ("CDPTRACK_YESPO_API_KEY", "bench-yespo-key"),
@@ -262,6 +287,7 @@ class Result:
     cpu_us: float  # web process CPU per page view
     rate: float  # page views per second during the load
     worker_us: float | None = None  # worker CPU per page view
+    switches: float = 0.0  # the web process's context switches per page view
     missing: dict[str, int] = field(default_factory=dict)
 
 
@@ -287,12 +313,36 @@ def settle(port: int) -> None:
         time.sleep(0.1)
 
 
+def setup_name(setup: Setup) -> str:
+    return next(name for name, known in CONFIGS.items() if known is setup)
+
+
+def start_profiles(directory: str | None, label: str, web_pid: int,
+                   worker_pid: int | None) -> list[subprocess.Popen[bytes]]:
+    """With ``--profile DIR``: sample the web process (and the worker) with py-spy while
+    the load runs, every thread, as collapsed stacks (``DIR/<label>-web.txt``).  py-spy
+    slows the sampled process a little, so a profiled run's CPU figures are not quoted."""
+    if not directory:
+        return []
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    os.makedirs(directory, exist_ok=True)
+    procs = []
+    for pid, part in ((web_pid, "web"), (worker_pid, "worker")):
+        if pid is not None:
+            procs.append(subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                 "--threads", "--output", os.path.join(directory, f"{label}-{part}.txt")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1.0)  # py-spy attaches
+    return procs
+
+
 def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: int,
             redis_port: int | None, workdir: str, round_no: int) -> Result:
     if setup.outbox == "redis":
-        outbox = f"redis://127.0.0.1:{redis_port}/0?prefix=bench-{shop}-{round_no}"
+        outbox = f"redis://127.0.0.1:{redis_port}/0?prefix=bench-{shop}-{setup_name(setup)}-{round_no}"
     elif setup.outbox == "sqlite":
-        outbox = "sqlite:///" + os.path.join(workdir, f"{shop}-{round_no}.db")
+        outbox = "sqlite:///" + os.path.join(workdir, f"{shop}-{setup_name(setup)}-{round_no}.db")
     else:
         outbox = "memory"
     env = environment(setup, collector_port, outbox)
@@ -315,7 +365,10 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         load(port, cookie, 50, 1)  # warm-up: imports, first connections
         settle(collector_port)
         collector_call(collector_port, "POST", "/__reset")
+        spies = start_profiles(args.profile, f"{shop}-{setup_name(setup)}-{round_no}",
+                               web_pid, worker.pid if worker else None)
         web0 = cpu_seconds(web_pid)
+        switches0 = switches(web_pid)
         worker0 = cpu_seconds(worker.pid) if worker else 0.0
         parent, child = multiprocessing.Pipe()
         loader = multiprocessing.Process(target=_load_child, args=(
@@ -325,13 +378,19 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         if loader.exitcode != 0 or not parent.poll():
             raise RuntimeError("the load process failed")
         elapsed = float(parent.recv())
-        want = {name: PER_VIEW[shop][name] * args.requests for name in setup.destinations}
+        per_view = (PER_VIEW_GENERIC if setup.page_views == "generic" else PER_VIEW)[shop]
+        want = {name: per_view[name] * args.requests for name in setup.destinations}
         missing = wait_counts(collector_port, want, 120) if want else {}
         web1 = cpu_seconds(web_pid)
+        switches1 = switches(web_pid)
         worker1 = cpu_seconds(worker.pid) if worker else 0.0
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(30)
         n = args.requests
         return Result((web1 - web0) / n * 1e6, n / elapsed,
-                      (worker1 - worker0) / n * 1e6 if worker else None, missing)
+                      (worker1 - worker0) / n * 1e6 if worker else None,
+                      switches=(switches1 - switches0) / n, missing=missing)
     finally:
         stop(worker)
         stop(server)
@@ -344,6 +403,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--shops", default="flask,fastapi")
     parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--profile", metavar="DIR",
+                        help="sample the web process and worker with py-spy into DIR")
     args = parser.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     if "none" not in configs:
@@ -351,10 +412,10 @@ def main() -> int:
     redis_bin = shutil.which("redis-server")
     redis: subprocess.Popen[bytes] | None = None
     redis_port: int | None = None
-    if "redis" in configs:
+    if any(CONFIGS[c].outbox == "redis" for c in configs):
         if redis_bin is None:
-            print("redis-server not found: the Redis row is skipped", file=sys.stderr)
-            configs.remove("redis")
+            print("redis-server not found: the Redis rows are skipped", file=sys.stderr)
+            configs = [c for c in configs if CONFIGS[c].outbox != "redis"]
         else:
             redis_port = free_port()
             redis = subprocess.Popen([redis_bin, "--port", str(redis_port), "--bind",
@@ -378,8 +439,8 @@ def main() -> int:
                             failed = True
                             print(f"{shop}/{name}: MISSING {result.missing}",
                                   file=sys.stderr)
-                        print(f"  {shop:8} {name:11} {result.cpu_us:8.0f} µs CPU/view "
-                              f"{result.rate:7.0f} views/s"
+                        print(f"  {shop:8} {name:14} {result.cpu_us:8.0f} µs CPU/view "
+                              f"{result.rate:7.0f} views/s {result.switches:5.1f} switches/view"
                               + (f"  worker {result.worker_us:.0f} µs/view"
                                  if result.worker_us is not None else ""),
                               file=sys.stderr)

@@ -29,6 +29,9 @@ EVENT_TYPES: frozenset[str] = frozenset({"track", "identify", "page"})
 PRODUCT_VIEWED = "Product Viewed"
 PRODUCT_LIST_VIEWED = "Product List Viewed"
 CART_UPDATED = "Cart Updated"
+# A ``page`` event's property naming the event that is that page's own view (set by the
+# middleware with ``page_views="generic"``): APIs that take each message singly skip it.
+PAGE_EVENT = "page_event"
 ORDER_COMPLETED = "Order Completed"
 ORDER_UPDATED = "Order Updated"
 ORDER_DELIVERED = "Order Delivered"

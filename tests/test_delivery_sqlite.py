@@ -165,3 +165,33 @@ def test_a_requests_events_are_committed_in_one_transaction_before_capture_retur
     assert all_arrived(apis, 3)
     assert tracker.stats()["customerio"]["dropped:invalid"] == 1
     tracker.shutdown()
+
+
+def test_the_sender_reads_back_nothing_it_accepted_and_settles_in_batched_writes(
+        apis: FourApis, tmp_path: Path) -> None:
+    """Events this process captured reach the sender in memory (no SELECT of their rows,
+    no second decode), their deliveries wait in memory, and finished deliveries are
+    deleted many to a transaction; every event still arrives and the file ends empty."""
+    path = tmp_path / "outbox.db"
+    tracker = Tracker(apis.config(), outbox=f"sqlite:///{path}", **FAST)
+    tracker.capture(product_viewed(0))
+    assert tracker.flush(20)  # started: the leftovers of an earlier run were read
+    statements: list[str] = []
+    tracker._outbox._writer.set_trace_callback(statements.append)
+    for i in range(1, 41):
+        tracker.capture(product_viewed(i))
+    assert tracker.flush(20)
+    tracker._outbox._writer.set_trace_callback(None)
+    assert all_arrived(apis, 41)
+    reads = [s for s in statements if s.startswith("SELECT") and "body" in s]
+    assert reads == []
+    deletes = [s for s in statements if s.startswith("DELETE FROM deliveries")]
+    commits = [s for s in statements if s.strip().upper() == "COMMIT"]
+    # 40 events x 4 destinations finished: 160 deletions in a few transactions (a
+    # capture commits on its own, without a COMMIT statement), not one per lane batch.
+    assert len(deletes) == 160
+    assert len(commits) <= 20  # one per lane batch of 4 would be 40 and more
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        assert reader.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    tracker.shutdown()

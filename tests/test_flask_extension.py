@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,6 +12,8 @@ from flask import Blueprint, Flask, render_template_string, session, stream_with
 from observe_support import ListTracker
 from werkzeug.test import TestResponse
 
+from cdptrack import Config, ConfigError, Visitor
+from cdptrack.destinations import render_event
 from cdptrack.integrations.flask import CDPTrack
 from cdptrack.observe.declare import track
 
@@ -280,3 +284,38 @@ def test_declarations_on_method_view_classes() -> None:
     assert response.status_code == 200
     assert tracker.events == []
     assert "Set-Cookie" not in response.headers
+
+
+def test_page_views_generic_leaves_pages_with_their_own_event_out_of_single_apis() -> None:
+    config = Config(yespo_site_id="site", yespo_api_key="k1", customerio_api_key="k2",
+                    orangepill_api_key="k3")
+    tracker = ListTracker()
+    client = build_app(tracker, page_views="generic").test_client()
+    get(client, "/shop/item/7", headers={"Cookie": f"sc={SC}"})
+    page, viewed = tracker.one("page"), tracker.one("Product Viewed")
+    assert tracker.labels() == ["page", "Product Viewed"]
+    assert page.properties["page_event"] == "Product Viewed"
+    # A visitor every API can take (Yespo v1/event needs an email, Orangepill an id).
+    known = Visitor(sc=SC, email="jane@example.com", orangepill_identity="634b5621")
+    page, viewed = replace(page, visitor=known), replace(viewed, visitor=known)
+    rendered = render_event(page, config)
+    assert sorted(rendered.skipped) == [("orangepill", "page_has_own_event"),
+                                        ("yespo_events", "page_has_own_event"),
+                                        ("yespo_tracker", "no_mapping")]
+    (message,) = [json.loads(r.body_bytes()) for r in rendered.requests]
+    assert message["type"] == "page" and "page_event" not in message["properties"]
+    # The product view itself still goes everywhere.
+    assert {r.destination for r in render_event(viewed, config).requests} == {
+        "yespo_tracker", "yespo_events", "customerio", "orangepill"}
+    # A page without an event of its own is a page view everywhere, unmarked.
+    tracker.clear()
+    get(client, "/plain", headers={"Cookie": f"sc={SC}"})
+    assert "page_event" not in tracker.one("page").properties
+
+
+def test_page_views_all_is_the_default_and_other_values_are_refused() -> None:
+    tracker = ListTracker()
+    get(build_app(tracker).test_client(), "/shop/item/7")
+    assert "page_event" not in tracker.one("page").properties
+    with pytest.raises(ConfigError, match="page_views"):
+        build_app(ListTracker(), page_views="none")

@@ -9,6 +9,15 @@ path).  "Accepted" means ``capture`` returned; from then on the event survives a
 events (the middleware's deferred record) are built on the request's thread and
 committed in one transaction: one commit per request, not one per event.
 
+**What the sender reads from the file, and when.**  The events ``capture`` just wrote
+are also handed to the sender in memory (no read back, no second validation), and the
+deliveries the dispatcher records wait in memory per destination as well; the file is
+read only for work this process did not accept itself (a dead process's rows taken
+over, replayed dead letters, what did not fit in memory).  Finished deliveries are
+deleted in one transaction per burst (``SETTLE_EVERY`` seconds or ``SETTLE_BATCH``
+deliveries, whichever comes first) instead of one per delivery: a crash in that window
+sends those deliveries again after the restart (at least once, same message ids).
+
 **Layout.**  ``events`` holds accepted events (canonical JSON).  After rendering, the
 sender records one ``deliveries`` row per destination and deletes it when that
 destination has the event (sent or dead-lettered), so after a crash only the destinations
@@ -35,6 +44,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -47,6 +57,10 @@ from .deferred import DeferredBuild, run_build
 from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
 
 LEASE = 60.0  # seconds without a heartbeat after which another process takes over
+# Finished deliveries are written (deleted) together: at most this long after the first
+# of them, or as soon as this many wait, or when anyone asks what is open.
+SETTLE_EVERY = 0.02
+SETTLE_BATCH = 512
 _HOST = socket.gethostname()
 # Connections inherited over fork() are never closed in the child (closing a parent's
 # connection there is unsafe); they are parked here.
@@ -136,6 +150,18 @@ class SQLiteOutbox(Outbox):
         self._refused: dict[str, int] = {}  # deferred builds that raised, for the sender
         # event id -> [the routed Event, its deliveries not yet handed out]
         self._decoded: dict[int, list[Any]] = {}
+        # Events accepted here and not yet routed, handed over without a read back.
+        self._fresh: deque[tuple[int, Event | str]] = deque()
+        self._fresh_keys: set[int] = set()
+        self._disk_new = True  # the file may hold unrouted rows that are not in _fresh
+        # Per destination, routed deliveries waiting in memory (the rows are on disk).
+        self._waiting: dict[str, deque[int]] = {}
+        # Per destination: the file may hold deliveries that are not in _waiting.
+        self._disk_more: dict[str, bool] = {}
+        # Finished deliveries and dead letters not yet written (see _write_settled).
+        self._done: list[tuple[int, str]] = []
+        self._letters: list[DeadLetter] = []
+        self._done_since = 0.0
 
     # -- connections -------------------------------------------------------------------
 
@@ -184,7 +210,17 @@ class SQLiteOutbox(Outbox):
                 "INSERT INTO events (owner, body, created) VALUES (?, ?, ?)",
                 (self._owner, body, time.time()))
             self._last = int(cursor.lastrowid or self._last)
+            # An Event cannot change; a caller's mapping might: hand over what was stored.
+            self._hand_over(self._last, item if isinstance(item, Event) else body)
         return True
+
+    def _hand_over(self, key: int, item: Event | str) -> None:
+        # Called with self._lock held, after the row was committed.
+        if len(self._fresh) < self._max_cached:
+            self._fresh.append((key, item))
+            self._fresh_keys.add(key)
+        else:
+            self._disk_new = True  # the sender reads it back from the file
 
     def put_deferred(self, job: DeferredBuild) -> bool:
         """A request's events, built here (on the caller's thread: what is accepted is
@@ -192,11 +228,14 @@ class SQLiteOutbox(Outbox):
         build that raises is logged and counted as ``invalid`` (see
         :meth:`take_refusals`)."""
         built = run_build(job)
+        items: list[Event | str] = []
         bodies: list[str] = []
         invalid = 0 if built is not None else 1
         for one in built or ():
             if isinstance(one, Event | Mapping):
-                bodies.append(_body(one))
+                body = _body(one)
+                items.append(one if isinstance(one, Event) else body)
+                bodies.append(body)
             else:
                 invalid += 1
         with self._lock:
@@ -206,12 +245,16 @@ class SQLiteOutbox(Outbox):
                 return True
             conn = self._writer_conn()
             now = time.time()
+            keys: list[int] = []
             with self._transaction(conn):
                 for body in bodies:
                     cursor = conn.execute(
                         "INSERT INTO events (owner, body, created) VALUES (?, ?, ?)",
                         (self._owner, body, now))
-            self._last = int(cursor.lastrowid or self._last)
+                    keys.append(int(cursor.lastrowid or 0))
+            self._last = max(self._last, keys[-1])
+            for key, item in zip(keys, items, strict=True):
+                self._hand_over(key, item)
         return True
 
     def take_refusals(self) -> dict[str, int]:
@@ -228,14 +271,22 @@ class SQLiteOutbox(Outbox):
         return row[0] if row else None
 
     def min_open_key(self) -> int | None:
-        value = self._scalar("SELECT min(id) FROM events WHERE owner = ?", self._owner)
-        return None if value is None else int(value)
+        with self._locked() as conn:
+            self._write_settled(conn)
+            row = conn.execute("SELECT min(id) FROM events WHERE owner = ?",
+                               (self._owner,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def open_count(self) -> int:
-        return int(self._scalar("SELECT count(*) FROM events WHERE owner = ?", self._owner))
+        with self._locked() as conn:
+            self._write_settled(conn)
+            row = conn.execute("SELECT count(*) FROM events WHERE owner = ?",
+                               (self._owner,)).fetchone()
+        return int(row[0])
 
     def queue_depths(self) -> dict[str, int]:
         with self._locked() as conn:
+            self._write_settled(conn)
             rows = conn.execute("SELECT destination, count(*) FROM deliveries WHERE owner = ? "
                                 "GROUP BY destination", (self._owner,)).fetchall()
         return {str(name): int(n) for name, n in rows}
@@ -248,6 +299,7 @@ class SQLiteOutbox(Outbox):
     def maintain(self) -> bool:
         """Heartbeat, and take over the rows of owners that are gone."""
         with self._locked() as conn:
+            self._write_settled(conn)
             return self._maintain(conn)
 
     def _maintain(self, conn: sqlite3.Connection) -> bool:
@@ -268,6 +320,10 @@ class SQLiteOutbox(Outbox):
                 conn.execute("DELETE FROM owners WHERE owner = ?", (other,))
             taken = True
         if taken:
+            # Their rows are read from the file (unrouted events, open deliveries).
+            self._disk_new = True
+            for name in self._disk_more:
+                self._disk_more[name] = True
             row = conn.execute("SELECT max(id) FROM events WHERE owner = ?",
                                (self._owner,)).fetchone()
             self._last = max(self._last, int(row[0] or 0))
@@ -284,12 +340,27 @@ class SQLiteOutbox(Outbox):
 
     def take_new(self, limit: int) -> list[tuple[int, Payload | str]]:
         # Taking and routing happen in one step of the sender's loop, so "not routed"
-        # is exactly "not taken yet".
+        # is exactly "not taken yet".  What capture handed over comes first; the file
+        # is read only when it may hold more (see _hand_over, _maintain).
+        out: list[tuple[int, Payload | str]] = []
         with self._locked() as conn:
-            rows = conn.execute(
-                "SELECT id, body FROM events WHERE owner = ? AND routed = 0 "
-                "ORDER BY id LIMIT ?", (self._owner, limit)).fetchall()
-        return [(int(key), str(body)) for key, body in rows]
+            self._settle_if_due(conn)
+            fresh = self._fresh
+            while fresh and len(out) < limit:
+                key, item = fresh.popleft()
+                self._fresh_keys.discard(key)
+                out.append((key, item))
+            want = limit - len(out)
+            if want > 0 and self._disk_new:
+                rows = conn.execute(
+                    "SELECT id, body FROM events WHERE owner = ? AND routed = 0 "
+                    "ORDER BY id LIMIT ?", (self._owner, want)).fetchall()
+                taken = {key for key, _ in out}
+                out.extend((int(key), str(body)) for key, body in rows
+                           if key not in self._fresh_keys and key not in taken)
+                if len(rows) < want:
+                    self._disk_new = False  # read to the end
+        return out
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
         with self._locked() as conn, self._transaction(conn):
@@ -307,6 +378,13 @@ class SQLiteOutbox(Outbox):
             for name, requests in routing.requests.items():
                 if requests is not None and len(self._rendered) < self._max_cached:
                     self._rendered[(routing.key, name)] = requests
+                waiting = self._waiting.setdefault(name, deque())
+                if routing.event is None:
+                    continue
+                if len(waiting) < self._max_cached:
+                    waiting.append(routing.key)
+                else:
+                    self._disk_more[name] = True
             if (routing.event is not None and routing.requests
                     and len(self._decoded) < self._max_cached):
                 self._decoded[routing.key] = [routing.event, len(routing.requests)]
@@ -327,12 +405,20 @@ class SQLiteOutbox(Outbox):
 
     def next_for(self, destination: str, limit: int) -> list[Delivery]:
         handed = self._handed.setdefault(destination, set())
+        waiting = self._waiting.get(destination)
+        if waiting:
+            ready = self._next_in_memory(destination, waiting, handed, limit)
+            if ready:
+                return ready
+        if not self._disk_more.setdefault(destination, True):
+            return []
+        asked = limit + len(handed)
         with self._locked() as conn:
             rows = conn.execute(
                 "SELECT d.event_id, e.body, d.only_ids FROM deliveries d "
                 "JOIN events e ON e.id = d.event_id "
                 "WHERE d.owner = ? AND d.destination = ? ORDER BY d.event_id LIMIT ?",
-                (self._owner, destination, limit + len(handed))).fetchall()
+                (self._owner, destination, asked)).fetchall()
         out: list[Delivery] = []
         broken: list[Delivery] = []
         for key, body, only in rows:
@@ -353,10 +439,53 @@ class SQLiteOutbox(Outbox):
                 break
         if broken:  # unreadable rows (written by something else): do not loop on them
             self.settle(broken)
+        if len(rows) < asked:
+            self._disk_more[destination] = False  # read to the end
+        return out
+
+    def _next_in_memory(self, destination: str, waiting: deque[int], handed: set[int],
+                        limit: int) -> list[Delivery]:
+        """Deliveries the dispatcher routed in this process, without reading the file
+        (the row's event is the one the dispatcher validated)."""
+        out: list[Delivery] = []
+        while waiting and len(out) < limit:
+            key = waiting.popleft()
+            cached = self._decoded.get(key)
+            if key in handed:
+                continue
+            if cached is None:  # not kept in memory: read this one from the file
+                self._disk_more[destination] = True
+                continue
+            event = self._event_of(key, "")
+            handed.add(key)
+            out.append(Delivery(key, destination, event,
+                                requests=self._rendered.pop((key, destination), None)))
         return out
 
     def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
-        with self._locked() as conn, self._transaction(conn):
+        """Record finished deliveries; they are written with the others of the burst
+        (see the module docstring) and stay handed out until then."""
+        with self._locked() as conn:
+            if not self._done and not self._letters:
+                self._done_since = time.monotonic()
+            self._done.extend((d.key, d.destination) for d in done)
+            self._letters.extend(letters)
+            self._settle_if_due(conn)
+
+    def _settle_if_due(self, conn: sqlite3.Connection) -> None:
+        # Called with self._lock held.
+        if (self._done or self._letters) and (
+                len(self._done) >= SETTLE_BATCH
+                or time.monotonic() - self._done_since >= SETTLE_EVERY):
+            self._write_settled(conn)
+
+    def _write_settled(self, conn: sqlite3.Connection) -> None:
+        """Delete the finished deliveries (and events with none left) and store the dead
+        letters, in one transaction.  Called with self._lock held."""
+        if not self._done and not self._letters:
+            return
+        done, letters = self._done, self._letters
+        with self._transaction(conn):
             conn.executemany(
                 "INSERT INTO dead_letters (destination, message_id, method, url, status, "
                 "response, reason, attempts, event, request, created) "
@@ -364,15 +493,15 @@ class SQLiteOutbox(Outbox):
                 [(d.destination, d.message_id, d.method, d.url, d.status, d.response,
                   d.reason, d.attempts, json.dumps(d.event, ensure_ascii=False),
                   json.dumps(d.request, ensure_ascii=False), d.created) for d in letters])
-            for delivery in done:
-                conn.execute("DELETE FROM deliveries WHERE event_id = ? AND destination = ?",
-                             (delivery.key, delivery.destination))
-                conn.execute(
-                    "DELETE FROM events WHERE id = ? AND routed = 1 AND NOT EXISTS "
-                    "(SELECT 1 FROM deliveries WHERE event_id = ?)",
-                    (delivery.key, delivery.key))
-        for delivery in done:
-            self._handed.get(delivery.destination, set()).discard(delivery.key)
+            conn.executemany("DELETE FROM deliveries WHERE event_id = ? AND destination = ?",
+                             done)
+            conn.executemany(
+                "DELETE FROM events WHERE id = ? AND routed = 1 AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries WHERE event_id = ?)",
+                [(key, key) for key in {key for key, _ in done}])
+        self._done, self._letters = [], []
+        for key, destination in done:
+            self._handed.get(destination, set()).discard(key)
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
@@ -380,6 +509,7 @@ class SQLiteOutbox(Outbox):
 
     def backlog(self) -> dict[str, int]:
         with self._locked() as conn:
+            self._write_settled(conn)
             rows = conn.execute(
                 "SELECT destination, count(*) FROM deliveries WHERE owner = ? "
                 "GROUP BY destination", (self._owner,)).fetchall()
@@ -398,6 +528,7 @@ class SQLiteOutbox(Outbox):
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
         with self._locked() as conn:
+            self._write_settled(conn)
             rows = conn.execute(sql, args).fetchall()
         return [
             DeadLetter(destination=r[1], message_id=r[2], method=r[3], url=r[4], status=r[5],
@@ -427,6 +558,7 @@ class SQLiteOutbox(Outbox):
                     (key, destination, self._owner, json.dumps([message_id])))
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (ident,))
                 self._last = max(self._last, key)
+                self._disk_more[destination] = True
                 moved += 1
         return moved
 
@@ -440,6 +572,8 @@ class SQLiteOutbox(Outbox):
     def close(self) -> None:
         with self._lock:
             if self._writer is not None:
+                with suppress(sqlite3.Error):
+                    self._write_settled(self._writer)
                 with suppress(sqlite3.Error):
                     self._writer.close()
             self._writer = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import REDACTED
+from ..events import PAGE_EVENT, Event
 
 # Header names whose values are credentials (compared lower-case).
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "proxy-authorization"})
@@ -29,6 +30,16 @@ class NotSent(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def skip_page_with_own_event(event: Event) -> None:
+    """Raise ``NotSent("page_has_own_event")`` for a ``page`` event the middleware
+    marked with ``properties.page_event`` (``page_views="generic"``): the page's own
+    event (Product Viewed, ...) follows and stands for the view at an API that takes
+    each message as its own HTTP request (Yespo v1/event, Orangepill)."""
+    if event.type == "page" and event.properties.get(PAGE_EVENT):
+        raise NotSent("page_has_own_event",
+                      f"the page's own event {event.properties[PAGE_EVENT]!r} is sent")
 
 
 @dataclass(frozen=True, slots=True)

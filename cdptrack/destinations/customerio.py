@@ -29,7 +29,8 @@ MAX_MESSAGE_BYTES = 32 * 1024
 # Canonical events that have no Customer.io form (Yespo-only concepts).
 _NOT_SENT = frozenset({ev.PRODUCT_IMPRESSIONS, ev.PRODUCT_UPDATED})
 # cdptrack's own property names that mean nothing to Customer.io.
-_INTERNAL_PROPERTIES = frozenset({"added", "removed", "cart_state_id", "event_tags"})
+_INTERNAL_PROPERTIES = frozenset({"added", "removed", "cart_state_id", "event_tags",
+                                  ev.PAGE_EVENT})
 
 
 def render(event: Event, config: Config) -> list[WireRequest]:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from .. import events as ev
 from ..config import Config
 from ..events import Event
-from .base import NotSent, WireRequest, join_url
+from .base import NotSent, WireRequest, join_url, skip_page_with_own_event
 
 DESTINATION = "orangepill"
 
@@ -34,7 +34,7 @@ _EVENT_NAMES = {
 }
 # Yespo-only concepts with no person-event meaning.
 _NOT_SENT = frozenset({ev.PRODUCT_IMPRESSIONS, ev.PRODUCT_UPDATED})
-_INTERNAL_PROPERTIES = frozenset({"cart_state_id", "event_tags"})
+_INTERNAL_PROPERTIES = frozenset({"cart_state_id", "event_tags", ev.PAGE_EVENT})
 
 # identify traits → Infobip person fields (everything else goes to customAttributes).
 _PERSON_FIELDS = {
@@ -67,6 +67,7 @@ def render(event: Event, config: Config) -> list[WireRequest]:
             raise NotSent("nothing_to_update", "identify carried no person fields")
     else:
         if event.type == "page":
+            skip_page_with_own_event(event)
             name = "pageViewed"
             properties = dict(event.properties)
             if event.name:

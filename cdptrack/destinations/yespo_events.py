@@ -15,7 +15,14 @@ from typing import Any
 from .. import events as ev
 from ..config import Config
 from ..events import Event
-from .base import NotSent, WireRequest, basic_auth, encode_json, join_url
+from .base import (
+    NotSent,
+    WireRequest,
+    basic_auth,
+    encode_json,
+    join_url,
+    skip_page_with_own_event,
+)
 from .yespo_tracker import cart_guid, category_key
 
 DESTINATION = "yespo_events"
@@ -86,6 +93,7 @@ def render(event: Event, config: Config) -> list[WireRequest]:
 
     params = _contact_params(event)
     if event.type == "page":
+        skip_page_with_own_event(event)
         event_type = "pageViewed"
         params.append(_param("page", {"location": _url(event)}))
     elif event.type == "track" and event.event in _ORDER_EVENTS:

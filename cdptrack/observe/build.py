@@ -22,6 +22,7 @@ from typing import Any
 from ..events import (
     CART_UPDATED,
     ORDER_COMPLETED,
+    PAGE_EVENT,
     PRODUCT_ADDED_TO_WISHLIST,
     PRODUCT_LIST_VIEWED,
     PRODUCT_VIEWED,
@@ -52,6 +53,9 @@ from .visitor import identity_from_user
 logger = logging.getLogger("cdptrack.observe")
 
 _IDENTITY_KEYS = ("user_id", "email", "phone")
+# The events that are themselves the view of a page (page_views="generic").
+_OWN_PAGE_EVENTS = frozenset({PRODUCT_VIEWED, PRODUCT_LIST_VIEWED, PRODUCTS_SEARCHED,
+                              ORDER_COMPLETED})
 
 # Routes already warned about a missing field (one warning per route and field).
 _warned: set[tuple[str, str]] = set()
@@ -241,6 +245,7 @@ def build_events(state: RequestState, options: ObserveOptions,
         if state.query:
             page_props["search"] = "?" + state.query
         add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""), trusted=True)
+    page_at = len(out.events) - 1 if options.page_views == "generic" else -1
 
     page_event = kind_event(kind, state.method, status, declared=decl is state.declared,
                             order_on_request=state.request_order is not None)
@@ -280,6 +285,15 @@ def build_events(state: RequestState, options: ObserveOptions,
             add("track", PRODUCT_ADDED_TO_WISHLIST, props)
         else:
             out.problems.append("wishlist_without_id")
+
+    if page_at >= 0 and len(out.events) > page_at + 1 \
+            and out.events[page_at].type == "page" \
+            and out.events[page_at + 1].event in _OWN_PAGE_EVENTS:
+        # page_views="generic": the page's own event follows; say which, so APIs that
+        # send each message singly can leave the page view out (destinations/base.py).
+        page = out.events[page_at]
+        out.events[page_at] = replace(page, properties={
+            **page.properties, PAGE_EVENT: out.events[page_at + 1].event})
 
     old_cart, new_cart, cart_id = _cart_before_after(state, kind, carts)
     changes = cart_changes(old_cart, new_cart)

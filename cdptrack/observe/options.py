@@ -35,6 +35,9 @@ DEFAULT_IDENTITY_KEYS: dict[str, tuple[str, ...]] = {
     "orangepill_identity": ("orangepill_identity",),
 }
 
+# ``page_views`` settings: send every page view, or only those without their own event.
+PAGE_VIEWS = frozenset({"all", "generic"})
+
 # Crawlers, link unfurlers and monitors: substrings of the User-Agent, case-insensitive.
 DEFAULT_BOT_PATTERN = (
     r"bot\b|bot/|crawl|spider|slurp|facebookexternalhit|embedly|quora link preview"
@@ -117,6 +120,13 @@ class ObserveOptions:
     conventions: bool = True
     search_params: tuple[str, ...] = ("q", "query", "search", "s", "term")
     track_pages: bool = True
+    # "all": every HTML page view is a ``page`` event everywhere.  "generic": a page that
+    # also gets its own event (Product Viewed, Product List Viewed, Products Searched,
+    # Order Completed) marks its ``page`` event with ``properties.page_event`` (that
+    # event's name), and the APIs without a batch form (Yespo v1/event, Orangepill)
+    # skip it with the counted reason ``page_has_own_event``: one wire request fewer
+    # per such page for each of them (see README, Speed).
+    page_views: str = "all"
     # -- what is never tracked ------------------------------------------------------
     honour_gpc: bool = True
     consent_cookie: str | None = None
@@ -158,6 +168,9 @@ class ObserveOptions:
             value = getattr(self, name)
             if value is not None:  # None: follows trust_forwarded (see forwarded_hops)
                 object.__setattr__(self, name, _hops(name, value))
+        if self.page_views not in PAGE_VIEWS:
+            raise ConfigError(
+                f"page_views must be 'all' or 'generic', not {self.page_views!r}")
         if not _COOKIE_NAME_RE.match(self.cookie_name):
             raise ConfigError(f"cookie_name is not a valid cookie name: {self.cookie_name!r}")
         if self.cookie_max_age <= 0:
