@@ -31,6 +31,14 @@ class NotSent(Exception):
         self.detail = detail
 
 
+class Deferred(NotSent):
+    """This event can go to this destination once the delivery layer has looked up
+    something only an earlier request can tell (Orangepill: the identity id of the
+    shop's user).  ``render_event`` lists it apart from the skipped ones; the lane looks
+    the value up and renders the event again, and counts ``reason`` if it still cannot
+    go."""
+
+
 @dataclass(frozen=True, slots=True)
 class WireRequest:
     """One HTTP request for one API, ready for the sender."""
