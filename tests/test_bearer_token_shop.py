@@ -37,6 +37,7 @@ PASSWORD = "correct horse battery staple"
 
 
 class ShopUser(SQLModel, table=True):
+    __tablename__ = "bearer_shop_user"  # SQLModel's metadata is shared by every test module
     id: int | None = Field(default=None, primary_key=True)
     email: str
     full_name: str
@@ -44,17 +45,20 @@ class ShopUser(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
+    __tablename__ = "bearer_api_token"  # SQLModel's metadata is shared by every test module
     token: str = Field(primary_key=True)
     user_id: int
 
 
 class Item(SQLModel, table=True):
+    __tablename__ = "bearer_item"  # SQLModel's metadata is shared by every test module
     id: int | None = Field(default=None, primary_key=True)
     name: str
     price: Decimal = Field(max_digits=10, decimal_places=2)
 
 
 class Purchase(SQLModel, table=True):
+    __tablename__ = "bearer_purchase"  # SQLModel's metadata is shared by every test module
     id: int | None = Field(default=None, primary_key=True)
     number: str
     user_id: int
