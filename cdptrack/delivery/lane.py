@@ -276,16 +276,13 @@ class Lane:
     async def exchange(self, request: WireRequest, max_time: float) -> Outcome:
         """Send a request the lane needs an answer from (an identity create or lookup):
         retried like any other for at most ``max_time`` seconds; on success the
-        outcome's ``response`` is the answer's body.  Counted under ``enqueued``,
-        ``sent`` and ``retried`` like the lane's own requests; never dead-lettered here (the caller
-        decides what its failure means)."""
+        outcome's ``response`` is the answer's body.  Its retries are counted under
+        ``retried``; ``enqueued`` and ``sent`` stay the events' requests (the caller counts
+        what the exchange achieved) and nothing is dead-lettered here (the caller decides
+        what a failure means)."""
         body = b"" if request.json is None else request.body_bytes()
-        self._counters.add(self.destination, "enqueued")
-        outcome = await self._attempts(request.method, request.url, request.headers, body,
-                                       1, request, max_time=max_time, keep_body=True)
-        if outcome.ok:
-            self._counters.add(self.destination, "sent")
-        return outcome
+        return await self._attempts(request.method, request.url, request.headers, body,
+                                    1, request, max_time=max_time, keep_body=True)
 
     def _identity_letter(self, delivery: Delivery, why: IdentityUnavailable
                          ) -> DeadLetter:
