@@ -31,6 +31,7 @@ from .observe.options import ObserveOptions
 from .observe.page import resolve_page
 from .observe.session import fill_session_from_cookies, session_from_set_cookie, snapshot_later
 from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
+from .observe.visitor import identity_from_user
 from .wiring import make_observer
 
 Scope = MutableMapping[str, Any]
@@ -347,6 +348,8 @@ def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
         objects = [found[name] for name in CART_OBJECT_NAMES
                    if isinstance(found, dict) and found.get(name) is not None]
         observer.read_cart(state, objects)
+        if state.user is None and observer.options.user_loader is None:
+            state.user = scope_user(scope, found)
         session = scope.get("session")
         if session is not None and state.session_after is None:
             state.session_after = snapshot_later(session, observer.options)
@@ -363,6 +366,20 @@ def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
         observer.error("finish")
         return
     observer.finish(state)
+
+
+def scope_user(scope: Scope, found: Any) -> Any:
+    """The signed-in user an app left in the scope, when no ``user_loader`` is set: the
+    ``user`` a dependency or middleware put on ``request.state`` (the usual place in a
+    bearer-token FastAPI app: ``request.state.user = user`` in ``get_current_user``),
+    else Starlette's ``AuthenticationMiddleware`` user (``scope["user"]``) when it is
+    authenticated.  None when there is none."""
+    user = found.get("user") if isinstance(found, dict) else None
+    if user is None:
+        user = scope.get("user")
+        if user is not None and not getattr(user, "is_authenticated", False):
+            return None
+    return user if identity_from_user(user) else None
 
 
 def read_route(state: RequestState, scope: Scope) -> None:

@@ -7,10 +7,11 @@ a config object can be logged, printed or put in an exception without leaking a 
 
 from __future__ import annotations
 
+import importlib
 import ipaddress
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -111,6 +112,13 @@ class Config:
     flush_at_exit: float = DEFAULT_FLUSH_AT_EXIT
     # Chain cdptrack's drain in front of the process's SIGTERM/SIGINT handlers.
     handle_signals: bool = True
+    # Orangepill: create the Person and Identity of a signed-in user who has none
+    # (POST /identities/person) before sending their events; how long (seconds, retries
+    # included) their events wait for it; ``on_identity(user_id, identity_id)`` is told
+    # each id created or found (a callable, or "module:function" in the environment).
+    orangepill_create_identities: bool = True
+    orangepill_identity_wait: float = 60.0
+    on_identity: Callable[[str, str], object] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("yespo_api_key", "customerio_api_key", "orangepill_api_key"):
@@ -142,6 +150,16 @@ class Config:
         if self.yespo_site_id is not None:
             site = clean_key(str(self.yespo_site_id), "yespo_site_id")
             object.__setattr__(self, "yespo_site_id", site or None)
+        try:
+            wait = float(self.orangepill_identity_wait)
+        except (TypeError, ValueError):
+            wait = -1.0
+        if not 0 < wait <= 86_400:
+            raise ConfigError("orangepill_identity_wait must be a number of seconds "
+                              "between 0 and 86400")
+        object.__setattr__(self, "orangepill_identity_wait", wait)
+        if self.on_identity is not None and not callable(self.on_identity):
+            raise ConfigError("on_identity must be a callable (user_id, identity_id)")
 
     # -- what is on ----------------------------------------------------------------
 
@@ -199,7 +217,8 @@ class Config:
         return out
 
 
-_BOOL_FIELDS = {"dry_run", "customerio_strict", "yespo_tracker_auth", "handle_signals"}
+_BOOL_FIELDS = {"dry_run", "customerio_strict", "yespo_tracker_auth", "handle_signals",
+                "orangepill_create_identities"}
 _TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE_WORDS = {"0", "false", "no", "off"}
 
@@ -219,9 +238,26 @@ def _coerce(name: str, raw: Any) -> Any:
         except ValueError:
             raise ConfigError(f"{env_name(name)} must be a number of seconds, "
                               f"not {raw!r}") from None
+    if name == "on_identity" and isinstance(raw, str):
+        return import_callable(raw, name)
     if name == "customerio_region" and isinstance(raw, str):
         return raw.strip().lower()
     return raw
+
+
+def import_callable(path: str, setting: str) -> Callable[..., object]:
+    """``"package.module:function"`` → that function (a ``ConfigError`` naming the
+    setting when it cannot be imported or is not callable)."""
+    module_name, _, attr = path.strip().partition(":")
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attr.split(".") if attr else ():
+            found = getattr(found, part)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"{setting}: cannot import {path!r} ({exc})") from None
+    if not attr or not callable(found):
+        raise ConfigError(f"{setting}: {path!r} is not a callable (module:function)")
+    return found
 
 
 def clean_key(value: str, setting: str) -> str:

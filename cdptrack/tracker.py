@@ -60,7 +60,11 @@ class Tracker:
     ``on_error(dead_letter)`` is called for each request that ends in the dead-letter
     store; ``on_drop(event, destination, reason)`` for each event a destination will not
     get (a renderer's reason such as ``no_contact_key``, or ``invalid``, ``queue_full``,
-    ``shutdown``).  Exceptions raised by either are logged and ignored.
+    ``shutdown``).  ``on_identity(user_id, identity_id)`` (default: the config's) is
+    called on the sender thread when the Orangepill identity of a signed-in user was
+    created or found (see :mod:`cdptrack.delivery.identities`), so the shop can store
+    it.  Exceptions raised by any of them are logged and ignored (``on_identity``'s are
+    also counted as ``on_identity_error`` under ``orangepill``).
 
     ``flush_at_exit`` (seconds, default 5) is the drain budget when the process stops
     without an explicit ``shutdown()``: at interpreter exit, on SIGTERM/SIGINT and at
@@ -78,6 +82,7 @@ class Tracker:
         outbox: str | Outbox | None = None,
         on_error: Callable[..., None] | None = None,
         on_drop: Callable[..., None] | None = None,
+        on_identity: Callable[[str, str], object] | None = None,
         max_queue: int = 10_000,
         max_retry_time: float = 600.0,
         timeout: float = 10.0,
@@ -93,7 +98,8 @@ class Tracker:
         # opened on first use.
         self._outbox = outbox if isinstance(outbox, Outbox) else open_outbox(
             outbox or self._config.outbox, max_queue=max_queue)
-        self._callbacks = Callbacks(on_error=on_error, on_drop=on_drop)
+        self._callbacks = Callbacks(on_error=on_error, on_drop=on_drop,
+                                    on_identity=on_identity or self._config.on_identity)
         self._policy = RetryPolicy(backoff=backoff, max_backoff=max_backoff,
                                    max_retry_after=max_retry_after,
                                    max_retry_time=max_retry_time)

@@ -68,7 +68,8 @@ class RecordingServer:
 
 @contextmanager
 def recording_server() -> Iterator[RecordingServer]:
-    """A local HTTP server recording every request; answers ``{"ok": true}``."""
+    """A local HTTP server recording every request; answers ``{"ok": true}`` (an
+    Orangepill identity to ``POST .../identities/person``)."""
     holder: list[RecordingServer] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -84,6 +85,9 @@ def recording_server() -> Iterator[RecordingServer]:
                 server.requests.append(
                     Recorded(self.command, self.path, dict(self.headers.items()), body))
             payload = b'{"ok": true}'
+            if self.command == "POST" and self.path.endswith("/identities/person"):
+                # Orangepill's create answers with the new identity (spec 000).
+                payload = b'{"id": "634b56217f6a7b0be52dffbd", "type": "person"}'
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))

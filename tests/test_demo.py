@@ -30,7 +30,7 @@ EXPECTED: dict[str, set[str]] = {
                    "Products Searched", "Product Added to Wishlist", "identify",
                    "Order Completed"},
     "orangepill": {"categoryViewed", "productViewed", "cartUpdated", "productsSearched",
-                   "addedToWishlist", "person update", "orderCompleted"},
+                   "addedToWishlist", "person update", "orderCompleted", "create person"},
 }
 # The Flask storefront serves HTML pages, which are page views too.
 PAGE_VIEWS = {"yespo_events": "pageViewed", "customerio": "page", "orangepill": "pageViewed"}
@@ -75,6 +75,14 @@ def test_demo_shoppers_fill_every_api_with_valid_requests(tmp_path: Path, framew
     # Each shopper is its own visitor.
     visitors = {r["visitor"] for r in records if r["api"] == "yespo_tracker"}
     assert len(visitors) == SHOPPERS
+    # The shops keep no Orangepill identity: one person is created per signed-in
+    # shopper, and every person event names an identity a create answered with.
+    creates = [r for r in records if r["api"] == "orangepill" and r["event"] == "create person"]
+    created = {r["response"]["id"] for r in creates if r["status"] == 200}
+    assert len(creates) == len(created) == SHOPPERS
+    named = {r["path"].split("/identities/")[1].split("/")[0] for r in records
+             if r["api"] == "orangepill" and r["event"] != "create person"}
+    assert named == created
     # The dummy key is masked like a real one.
     assert "demo-key" not in done.stdout + done.stderr
     assert "demo-key" not in json.dumps(records)

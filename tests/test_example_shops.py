@@ -138,7 +138,8 @@ def test_flask_shop_event_details() -> None:
     assert (order.properties["total"], order.properties["revenue"]) == (59.0, 59.0)
     assert order.properties["products"][0]["product_id"] == "301"
     assert (order.visitor.email, order.visitor.user_id) == (EMAIL, "u-jane")
-    assert order.visitor.orangepill_identity is not None
+    # The shop keeps no Orangepill identity: the tracker creates one when it delivers.
+    assert order.visitor.orangepill_identity is None
 
 
 def test_flask_shop_guest_checkout_identifies_by_email() -> None:

@@ -79,7 +79,9 @@ def render_stream(
             requests += 1
             out.write(json.dumps(request.to_public_dict(), ensure_ascii=False,
                                  indent=2 if pretty else None) + "\n")
-        for destination, reason in rendered.skipped:
+        # A deferred one (an Orangepill identity the sender would look up or create
+        # first) is not rendered here: nothing is sent by this command.
+        for destination, reason in rendered.skipped + rendered.deferred:
             skipped[(destination, reason)] += 1
             if not quiet and reason != "no_mapping":  # by design; summed below
                 print(f"{name}:{number}: {event.label} not sent to {destination}: "

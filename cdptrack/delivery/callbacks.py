@@ -20,6 +20,9 @@ logger = logging.getLogger("cdptrack")
 class Callbacks:
     on_error: Callable[..., None] | None = None  # on_error(dead_letter: DeadLetter)
     on_drop: Callable[..., None] | None = None  # on_drop(event, destination, reason)
+    # on_identity(user_id, identity_id): an Orangepill identity was created or found
+    # (called by delivery.identities, which logs and counts what it raises).
+    on_identity: Callable[[str, str], object] | None = None
 
     def error(self, letter: DeadLetter) -> None:
         if self.on_error is not None:

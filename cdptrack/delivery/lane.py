@@ -14,6 +14,12 @@ batch that runs out of retry time dead-letters each of its messages directly.
 
 Every retry re-sends the same bytes, so Customer.io's ``messageId`` and Orangepill's
 ``idempotency-key`` header are the same on every attempt.
+
+A delivery the dispatcher could not render yet (:class:`~cdptrack.destinations.base.
+Deferred`: an Orangepill event of a user whose identity id is not known) is prepared by
+the lane's :class:`~.identities.IdentityProvisioner` first, which may send requests of
+its own through :meth:`Lane.exchange`; when it cannot get the id, the event is
+dead-lettered with its reason.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from .batching import batch_body, pack
 from .callbacks import Callbacks
 from .counters import Counters
 from .http import HTTPClient, HTTPError
+from .identities import IdentityProvisioner, IdentityUnavailable
 from .outbox import DeadLetter, Delivery, Outbox, truncate
 from .retry import RetryPolicy, classify, parse_retry_after
 from .skips import record_skips
@@ -82,8 +89,10 @@ class Lane:
         concurrency: int,
         timeout: float,
         tls: ssl.SSLContext | None = None,
+        identities: IdentityProvisioner | None = None,
     ) -> None:
         self.destination = destination
+        self._identities = identities
         self._outbox = outbox
         self._config = config
         self._counters = counters
@@ -175,14 +184,14 @@ class Lane:
     async def _deliver(self, deliveries: Sequence[Delivery]) -> None:
         batchable: list[tuple[WireRequest, Delivery]] = []
         singles: list[tuple[WireRequest, Delivery]] = []
+        letters: list[DeadLetter] = []
         for delivery in deliveries:
-            for request in self._requests_for(delivery):
+            for request in await self._requests_for(delivery, letters):
                 if request.batch_url:
                     batchable.append((request, delivery))
                     self._pull = BATCH_PULL
                 else:
                     singles.append((request, delivery))
-        letters: list[DeadLetter] = []
         for batch in pack(batchable):
             letters.extend(await self._send_batch(batch))
         for request, delivery in singles:
@@ -191,11 +200,20 @@ class Lane:
         for letter in letters:
             self._callbacks.error(letter)
 
-    def _requests_for(self, delivery: Delivery) -> list[WireRequest]:
+    async def _requests_for(self, delivery: Delivery, letters: list[DeadLetter]
+                            ) -> list[WireRequest]:
         requests = delivery.requests
         if requests is None:
+            event = delivery.event
+            if self._identities is not None and self._identities.needs(event):
+                try:
+                    event = await self._identities.prepare(event, self.exchange)
+                except IdentityUnavailable as why:
+                    letters.append(self._identity_letter(delivery, why))
+                    delivery.requests = []
+                    return []
             try:
-                rendered = render_event(delivery.event, self._config, [self.destination])
+                rendered = render_event(event, self._config, [self.destination])
             except Exception:
                 # One event the renderer cannot take costs only that event, not the
                 # other deliveries this worker holds.
@@ -205,6 +223,9 @@ class Lane:
                 delivery.requests = []
                 return []
             record_skips(rendered, delivery.event, self._counters, self._callbacks)
+            for destination, reason in rendered.deferred:  # still no identity: counted
+                self._counters.drop(destination, reason)
+                self._callbacks.drop(delivery.event, destination, reason)
             requests = rendered.requests
             # Kept while the delivery is in flight (settled right after): what was sent.
             delivery.requests = requests
@@ -254,11 +275,44 @@ class Lane:
             return []
         return [self._letter(request, delivery, outcome)]
 
+    async def exchange(self, request: WireRequest, max_time: float) -> Outcome:
+        """Send a request the lane needs an answer from (an identity create or lookup):
+        retried like any other for at most ``max_time`` seconds; on success the
+        outcome's ``response`` is the answer's body.  Its retries are counted under
+        ``retried``; ``enqueued`` and ``sent`` stay the events' requests (the caller counts
+        what the exchange achieved) and nothing is dead-lettered here (the caller decides
+        what a failure means)."""
+        body = b"" if request.json is None else request.body_bytes()
+        return await self._attempts(request.method, request.url, request.headers, body,
+                                    1, request, max_time=max_time, keep_body=True)
+
+    def _identity_letter(self, delivery: Delivery, why: IdentityUnavailable
+                         ) -> DeadLetter:
+        """A waiting event that got no identity id: dead-lettered with the reason and the
+        create (or lookup) request's answer; replay prepares it again."""
+        self._counters.add(self.destination, "dead")
+        request = why.request
+        return DeadLetter(
+            destination=self.destination,
+            message_id=delivery.event.message_id,
+            method=request.method,
+            url=request.url,
+            status=why.status,
+            response=truncate(why.response, self._secrets),
+            reason=why.reason,
+            attempts=why.attempts,
+            event=delivery.event.to_dict(),
+            request=request.to_public_dict(),
+        )
+
     async def _attempts(self, method: str, url: str, headers: dict[str, str], body: bytes,
-                        messages: int, what: object) -> Outcome:
+                        messages: int, what: object, *, max_time: float | None = None,
+                        keep_body: bool = False) -> Outcome:
         """Send one HTTP request until it succeeds, is refused for good, or its
-        deadline passes.  The body is the same bytes on every attempt.  ``what`` names
-        the request in log lines (``%s``-formatted only when a line is written)."""
+        deadline passes (``max_time`` seconds, default the retry policy's).  The body is
+        the same bytes on every attempt.  ``what`` names the request in log lines
+        (``%s``-formatted only when a line is written); ``keep_body``: a success's
+        outcome carries the answer's body."""
         assert self._client is not None
         started = time.monotonic()
         attempt = 0
@@ -280,7 +334,8 @@ class Lane:
                 if verdict == "ok":
                     self._counters.observe_latency(self.destination,
                                                    time.monotonic() - started)
-                    return Outcome(True, status, "", attempt, "sent")
+                    return Outcome(True, status, response.text if keep_body else "",
+                                   attempt, "sent")
                 answer = truncate(response.text, self._secrets)
                 retry_after = parse_retry_after(response.headers.get("retry-after"))
             if verdict == "dead":
@@ -288,7 +343,9 @@ class Lane:
                                self.destination, status, what, answer[:200])
                 return Outcome(False, status, answer, attempt, "rejected")
             delay = self._policy.delay(attempt, retry_after)
-            if not self._policy.allows(time.monotonic() - started, delay):
+            elapsed = time.monotonic() - started
+            if not self._policy.allows(elapsed, delay) or (
+                    max_time is not None and elapsed + delay > max_time):
                 logger.warning("%s: %s still failing after %d attempts (%s); "
                                "dead-lettered: %s", self.destination, what, attempt,
                                status or "no answer", answer[:200])

@@ -34,6 +34,7 @@ from urllib.parse import quote, quote_plus
 from ..destinations.base import WireRequest
 from ..events import Event
 from .deferred import DeferredBuild
+from .identity_store import IdentityStore, MemoryIdentityStore
 
 # What ``capture`` accepted: an Event, or a mapping validated later in the sender.
 Payload = Event | Mapping[str, Any]
@@ -174,6 +175,14 @@ class Outbox(abc.ABC):
     @abc.abstractmethod
     def backlog(self) -> dict[str, int]:
         """Deliveries waiting per destination (not counting ones handed out)."""
+
+    # -- state kept with the outbox ----------------------------------------------------
+
+    def identity_store(self) -> IdentityStore:
+        """Where the Orangepill identity ids of the shop's users are remembered, as
+        durable and as shared as this outbox (see :mod:`.identity_store`).  Called once
+        per sender, on the sender thread.  Default: this process's memory."""
+        return MemoryIdentityStore()
 
     # -- dead letters ------------------------------------------------------------------
 

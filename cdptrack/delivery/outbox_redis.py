@@ -94,6 +94,7 @@ from ..config import ConfigError
 from ..destinations.base import WireRequest
 from ..events import Event
 from .deferred import DeferredBuild, run_build
+from .identity_store import IdentityStore, RedisIdentityStore
 from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
 
 logger = logging.getLogger("cdptrack")
@@ -978,6 +979,11 @@ class RedisOutbox(Outbox):
                 self._requeued[self._last] = (target, str(added))
             moved += 1
         return moved
+
+    def identity_store(self) -> IdentityStore:
+        """A hash per Orangepill realm in this database, so a fleet agrees on each
+        user's identity id."""
+        return RedisIdentityStore(self._client, self.prefix)
 
     # -- lifecycle -------------------------------------------------------------------------
 

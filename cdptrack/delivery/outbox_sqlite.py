@@ -54,6 +54,7 @@ from ..config import ConfigError
 from ..destinations.base import WireRequest
 from ..events import Event
 from .deferred import DeferredBuild, run_build
+from .identity_store import SQLITE_SCHEMA, IdentityStore, SQLiteIdentityStore
 from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
 
 LEASE = 60.0  # seconds without a heartbeat after which another process takes over
@@ -173,7 +174,7 @@ class SQLiteOutbox(Outbox):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
-        conn.executescript(SCHEMA)
+        conn.executescript(SCHEMA + SQLITE_SCHEMA)
         return conn
 
     def _writer_conn(self) -> sqlite3.Connection:
@@ -561,6 +562,11 @@ class SQLiteOutbox(Outbox):
                 self._disk_more[destination] = True
                 moved += 1
         return moved
+
+    def identity_store(self) -> IdentityStore:
+        """The ``identities`` table of this file (a restart knows every user it
+        provisioned; processes sharing the file share it)."""
+        return SQLiteIdentityStore(self._locked)
 
     # -- lifecycle ---------------------------------------------------------------------
 

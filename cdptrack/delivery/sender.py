@@ -28,6 +28,8 @@ from ..events import Event, EventError
 from .callbacks import Callbacks
 from .counters import Counters
 from .deferred import DeferredBuild, run_build
+from .identities import IdentityProvisioner
+from .identity_store import MemoryIdentityStore
 from .lane import Lane, ssl_context
 from .outbox import Outbox, Payload, Routing
 from .outbox_memory import MemoryOutbox
@@ -151,12 +153,14 @@ class Sender:
             self._ready.set()
             return
         tls = ssl_context()
+        identities = self._identities()
         for name in self._destinations:
             self._counters.ensure(name)
             self._lanes[name] = Lane(
                 name, outbox=self._outbox, config=self._config, counters=self._counters,
                 policy=self._policy, callbacks=self._callbacks,
                 concurrency=self._concurrency, timeout=self._timeout, tls=tls,
+                identities=identities if name == "orangepill" else None,
             )
         if not self._destinations:
             logger.warning("no destination is configured; events go nowhere")
@@ -171,11 +175,32 @@ class Sender:
         await asyncio.gather(dispatcher, upkeep, return_exceptions=True)
         for lane in self._lanes.values():
             await lane.stop()
+        if identities is not None:
+            await identities.aclose()
         self._count_leftovers()
         try:
             self._outbox.close()
         except Exception:
             logger.exception("closing the outbox failed")
+
+    def _identities(self) -> IdentityProvisioner | None:
+        """The Orangepill lane's identity provisioner (see :mod:`.identities`), with the
+        outbox's identity store; None when Orangepill is off, provisioning is turned
+        off, or in a dry run (nothing is sent, so no id can come back)."""
+        config = self._config
+        if "orangepill" not in self._destinations or not config.orangepill_create_identities \
+                or config.dry_run:
+            return None
+        try:
+            store = self._outbox.identity_store()
+        except Exception:
+            logger.exception("cannot open the identity store of %s; this process "
+                             "remembers identities on its own", self._outbox.url)
+            store = MemoryIdentityStore()
+        return IdentityProvisioner(
+            config=config, store=store, counters=self._counters,
+            on_identity=self._callbacks.on_identity or config.on_identity,
+            wait=config.orangepill_identity_wait)
 
     def _count_leftovers(self) -> None:
         outbox = self._outbox
@@ -317,6 +342,10 @@ class Sender:
             return
         record_skips(rendered, event, self._counters, self._callbacks)
         by_destination: dict[str, list[WireRequest] | None] = {}
+        for destination, _ in rendered.deferred:
+            # Rendered by the lane once what it waits for is known (an identity id).
+            by_destination[destination] = None
+            touched[destination] = touched.get(destination, 0) + 1
         for request in rendered.requests:
             listed = by_destination.setdefault(request.destination, [])
             assert listed is not None

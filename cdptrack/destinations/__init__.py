@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..config import Config
 from ..events import Event
 from . import customerio, orangepill, yespo_events, yespo_tracker
-from .base import NotSent, WireRequest
+from .base import Deferred, NotSent, WireRequest
 
 Renderer = Callable[[Event, Config], list[WireRequest]]
 
@@ -28,6 +28,9 @@ class Rendered:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (destination, reason)
     # Why, in words, per skipped destination (the NotSent's detail), for warnings.
     details: dict[str, str] = field(default_factory=dict)
+    # Destinations that can take the event after a lookup (:class:`~.base.Deferred`),
+    # with the reason counted if the lookup finds nothing.
+    deferred: list[tuple[str, str]] = field(default_factory=list)
 
 
 def render_event(
@@ -38,6 +41,8 @@ def render_event(
     for name in config.enabled() if destinations is None else destinations:
         try:
             result.requests.extend(RENDERERS[name](event, config))
+        except Deferred as why:
+            result.deferred.append((name, why.reason))
         except NotSent as why:
             result.skipped.append((name, why.reason))
             if why.detail:
@@ -45,4 +50,5 @@ def render_event(
     return result
 
 
-__all__ = ["RENDERERS", "NotSent", "Rendered", "Renderer", "WireRequest", "render_event"]
+__all__ = ["RENDERERS", "Deferred", "NotSent", "Rendered", "Renderer", "WireRequest",
+           "render_event"]

@@ -40,6 +40,12 @@ def skip_page_with_own_event(event: Event) -> None:
     if event.type == "page" and event.properties.get(PAGE_EVENT):
         raise NotSent("page_has_own_event",
                       f"the page's own event {event.properties[PAGE_EVENT]!r} is sent")
+class Deferred(NotSent):
+    """This event can go to this destination once the delivery layer has looked up
+    something only an earlier request can tell (Orangepill: the identity id of the
+    shop's user).  ``render_event`` lists it apart from the skipped ones; the lane looks
+    the value up and renders the event again, and counts ``reason`` if it still cannot
+    go."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,6 +157,22 @@ class Built:
         self.problems: list[str] = []
 
 
+def _first_sight(state: RequestState, session_identity: dict[str, Any],
+                 user_fields: dict[str, str], memory: Memory) -> bool:
+    """Whether a signed-in user that the session does not hold (a bearer-token API: the
+    user comes from a ``user_loader``, ``track.user`` or ``request.state.user``) is seen
+    for the first time for this visitor, so that ``identify`` is sent once per visitor
+    and user, not on every request.  A user the session holds is left to the session
+    comparison (sign-in = a new identity in the session).  A client without the visitor
+    cookie (an API client that keeps no cookies) counts once per user."""
+    who = user_fields.get("user_id") or user_fields.get("email") or user_fields.get("phone")
+    held = session_identity.get("user_id")
+    if not who or (held and held == user_fields.get("user_id")):
+        return False
+    visitor = "" if state.sc_new else (state.sc or "")
+    return memory.first_sight(f"{visitor}:{who}")
+
+
 def build_events(state: RequestState, options: ObserveOptions,
                  user: Any = None, carts: Memory | None = None) -> Built:
     """Every canonical event ``state`` stands for (see the module docstring).  Their
@@ -180,8 +196,11 @@ def build_events(state: RequestState, options: ObserveOptions,
 
     identity = dict(state.session_after.identity or {}) if state.session_after else {}
     before = state.session_before.identity if state.session_before else None
+    first_sight = False
     if user is not None:
         user_fields = identity_from_user(user)
+        first_sight = bool(user_fields) and carts is not None and _first_sight(
+            state, identity, user_fields, carts)
         if user_fields:
             # The signed-in user fills the visitor on both sides of the view unless the
             # session's identity itself changed: the loader's fields (an email only the
@@ -233,7 +252,7 @@ def build_events(state: RequestState, options: ObserveOptions,
             identity.get(k) and identity.get(k) != before.get(k) for k in _IDENTITY_KEYS)
         declared_identity = bool(known) and identifies(kind, state.method)
         if state.identify_traits is not None or state.visitor_extra or changed \
-                or declared_identity:
+                or declared_identity or first_sight:
             traits = {k: identity[k] for k in _TRAIT_KEYS if identity.get(k)}
             traits.update(state.identify_traits or {})
             add("identify", None, {}, traits=traits, trusted=True)

@@ -1,5 +1,5 @@
-"""What the observer remembers across requests: each visitor's last cart and the orders
-already reported.
+"""What the observer remembers across requests: each visitor's last cart, the orders
+already reported, and the signed-in users already identified per visitor.
 
 Two kinds of memory with one interface:
 
@@ -9,9 +9,10 @@ Two kinds of memory with one interface:
   agrees: a cart is one key per visitor (``{prefix}:cart:<visitor>``, JSON lines,
   expiring after ``cart_ttl`` seconds) and an order report is a ``SET NX`` key
   (``{prefix}:order:<order id>``, ``order_ttl``): one report per order, whichever
-  visitor or process sees its thank-you page.  When Redis does not answer,
-  the local memory stands in (counted by the caller as ``memory_fallback``) so a Redis
-  outage never loses or blocks an event.
+  visitor or process sees its thank-you page; so is a user's first appearance for a
+  visitor (``{prefix}:seen:<visitor>:<user>``, ``cart_ttl``).  When Redis does not
+  answer, the local memory stands in (counted by the caller as ``memory_fallback``) so a
+  Redis outage never loses or blocks an event.
 
 These are read and written when events are built: on the sender thread with the
 default deferred build, never in the shop's request.
@@ -37,10 +38,12 @@ ORDER_TTL = 180 * 24 * 3600
 class LocalMemory:
     """In-process memory, bounded (see the module docstring).  Thread-safe."""
 
-    def __init__(self, carts: int = 100_000, orders: int = 10_000) -> None:
+    def __init__(self, carts: int = 100_000, orders: int = 10_000,
+                 users: int = 100_000) -> None:
         self._carts: OrderedDict[str, Lines] = OrderedDict()
         self._orders: OrderedDict[str, None] = OrderedDict()
-        self._max_carts, self._max_orders = carts, orders
+        self._users: OrderedDict[str, None] = OrderedDict()
+        self._max_carts, self._max_orders, self._max_users = carts, orders, users
         self._lock = threading.Lock()
 
     def swap_cart(self, visitor: str, lines: Lines) -> Lines | None:
@@ -62,6 +65,18 @@ class LocalMemory:
             self._orders[key] = None
             while len(self._orders) > self._max_orders:
                 self._orders.popitem(last=False)
+        return True
+
+    def first_sight(self, key: str) -> bool:
+        """``True`` the first time ``key`` (visitor + signed-in user) is seen (the last
+        ``users`` keys are remembered, least recently seen forgotten first)."""
+        with self._lock:
+            if key in self._users:
+                self._users.move_to_end(key)
+                return False
+            self._users[key] = None
+            while len(self._users) > self._max_users:
+                self._users.popitem(last=False)
         return True
 
 
@@ -123,6 +138,14 @@ class RedisMemory:
         except Exception:
             self._failed("order")
             return self.local.first_report(key)
+
+    def first_sight(self, key: str) -> bool:
+        try:
+            return bool(self._redis().set(f"{self.prefix}:seen:{key}", b"1", nx=True,
+                                          ex=self.cart_ttl))
+        except Exception:
+            self._failed("identity")
+            return self.local.first_sight(key)
 
 
 Memory = LocalMemory | RedisMemory

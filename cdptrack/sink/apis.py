@@ -6,7 +6,9 @@ in under: it checks authentication the way that API does, validates the body wit
 together with what the inspector needs to show it (one :class:`Message` per event the
 request carried, with its problems and the visitor ids found in it).  No sockets here:
 the server module does the I/O.  The only state is Orangepill's idempotency store and
-the person profiles PATCH requests build up.
+the person profiles PATCH requests build up, and the identities ``POST
+/v1/identities/person`` created (found again by ``GET /v1/identities/persons?identifier=
+...&type=EMAIL|PHONE``).
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import base64
 import binascii
 import json
 import re
+import secrets
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import parse_qsl
 
 from ..config import URL_FIELDS, env_name
 from . import validate
@@ -46,6 +50,7 @@ API_NAMES: tuple[str, ...] = tuple(BASE_PATHS)
 
 _ORANGEPILL_EVENT = re.compile(r"^/v1/identities/([^/]+)/person/event/([^/]+)/?$")
 _ORANGEPILL_PERSON = re.compile(r"^/v1/identities/([^/]+)/person/?$")
+_ORANGEPILL_CREATE = "/v1/identities/person"
 IDEMPOTENCY_KEYS_KEPT = 10_000
 
 
@@ -79,6 +84,7 @@ class Incoming:
     path: str
     headers: dict[str, str]
     body: bytes
+    query: str = ""  # the URL's query string, undecoded
 
 
 @dataclass(slots=True)
@@ -170,11 +176,14 @@ class SinkApis:
         self._lock = threading.Lock()
         self._idempotent: OrderedDict[str, Answer] = OrderedDict()
         self._persons: dict[str, dict[str, Any]] = {}
+        # "email:<address>" / "phone:<digits>" -> the identity created with it.
+        self._contacts: dict[str, str] = {}
 
     def reset(self) -> None:
         with self._lock:
             self._idempotent.clear()
             self._persons.clear()
+            self._contacts.clear()
 
     def answer(self, api: str, subpath: str, request: Incoming) -> Answer:
         if api == "yespo_tracker":
@@ -315,6 +324,10 @@ class SinkApis:
     # -- Orangepill ---------------------------------------------------------------------
 
     def _orangepill(self, subpath: str, request: Incoming) -> Answer:
+        if subpath.rstrip("/") == _ORANGEPILL_CREATE:
+            if request.method != "POST":
+                return _method_not_allowed("POST")
+            return self._orangepill_create(request)
         event_match = _ORANGEPILL_EVENT.match(subpath)
         person_match = _ORANGEPILL_PERSON.match(subpath)
         if event_match and request.method != "POST":
@@ -325,7 +338,7 @@ class SinkApis:
             if not request.headers.get("x-api-key", "").strip():
                 return Answer(401, _json(_orangepill_error(401, "Unauthorized",
                                                            "x-api-key header required")))
-            return Answer(200, _json({"data": [], "total": 0}))
+            return self._orangepill_find(request)
         if not event_match and not person_match:
             return Answer(404, _json(_orangepill_error(404, "NotFound", f"no route {subpath}")))
         identity = (event_match or person_match).group(1)  # type: ignore[union-attr]
@@ -354,6 +367,89 @@ class SinkApis:
                 while len(self._idempotent) > IDEMPOTENCY_KEYS_KEPT:
                     self._idempotent.popitem(last=False)
         return answer
+
+    def _orangepill_create(self, request: Incoming) -> Answer:
+        """``POST /v1/identities/person``: a new Identity with its person (spec 000's
+        response shape), the same answer again for the same ``idempotency-key``, and a
+        409 when another key asks for a person whose e-mail or phone an identity of this
+        sink already has (the spec describes no such answer; 409 is this sink's)."""
+        if not request.headers.get("x-api-key", "").strip():
+            answer = Answer(401, _json(_orangepill_error(401, "Unauthorized",
+                                                         "x-api-key header required")))
+            answer.problems = ["x-api-key: header required"]
+            return answer
+        body, error = _parse_json(request.body)
+        problems = [error] if error else validate.check_orangepill_create_person(body)
+        ids: list[str] = []
+        person = body.get("person") if isinstance(body, dict) else None
+        if isinstance(person, dict):
+            _orangepill_prop_ids(person, ids)
+        message = Message("person", "create person", body, problems, ids)
+        key = request.headers.get("idempotency-key", "").strip()
+        with self._lock:
+            stored = self._idempotent.get(key) if key else None
+            if stored is not None:
+                replay = Answer(stored.status, stored.body, stored.content_type,
+                                dict(stored.headers))
+                replay.messages = [message]
+                replay.duplicate = True
+                return replay
+            request_problems = _content_type_problem(request)
+            if request_problems or problems:
+                every = request_problems + problems
+                answer = Answer(400, _json({**_orangepill_error(
+                    400, "ValidationError", every[0]), "errors": every}))
+            elif existing := next((self._contacts[i] for i in ids
+                                   if i in self._contacts), None):
+                answer = Answer(409, _json(_orangepill_error(
+                    409, "Conflict", f"person already exists (identity {existing})")))
+            else:
+                identity = secrets.token_hex(12)
+                assert isinstance(body, dict) and isinstance(person, dict)
+                created = {**person, "origin": "API", "modifiedFrom": "API"}
+                self._persons[identity] = dict(person)
+                for item in ids:
+                    if item.startswith(("email:", "phone:")):
+                        self._contacts.setdefault(item, identity)
+                answer = Answer(200, _json({
+                    "id": identity,
+                    "owner": "cdptrack-sink",
+                    "country": body.get("country", "US"),
+                    "currency": body.get("currency", "USD"),
+                    "type": body.get("type", "person"),
+                    **({"alias": body["alias"]} if "alias" in body else {}),
+                    "person": created,
+                    "data": body.get("data", {}),
+                    "created_at": str(int(time.time() * 1000)),
+                    "error": None,
+                }))
+                ids.insert(0, f"identity:{identity}")
+            if key:
+                self._idempotent[key] = answer
+                while len(self._idempotent) > IDEMPOTENCY_KEYS_KEPT:
+                    self._idempotent.popitem(last=False)
+        answer.messages = [message]
+        answer.problems = _content_type_problem(request)
+        return answer
+
+    def _orangepill_find(self, request: Incoming) -> Answer:
+        """``GET /v1/identities/persons``: without parameters an empty listing (what
+        ``cdptrack doctor --live`` asks); with Infobip's ``identifier`` and ``type``
+        (``EMAIL``/``PHONE``) the person created with it, ``externalId`` being its
+        identity id (spec 000 "Fields mapping"), or 404 as Infobip answers."""
+        query = dict(parse_qsl(request.query))
+        identifier, kind = query.get("identifier", ""), query.get("type", "").upper()
+        if not identifier:
+            return Answer(200, _json({"data": [], "total": 0}))
+        ids: list[str] = []
+        _add(ids, {"EMAIL": "email", "PHONE": "phone"}.get(kind, "user"), identifier)
+        with self._lock:
+            identity = self._contacts.get(ids[0]) if ids else None
+            person = dict(self._persons.get(identity or "", {}))
+        if identity is None:
+            return Answer(404, _json({"requestError": {"serviceException": {
+                "messageId": "NOT_FOUND", "text": "Person not found"}}}))
+        return Answer(200, _json({**person, "externalId": identity}))
 
     def _orangepill_messages(
         self, identity: str, event_match: re.Match[str] | None, request: Incoming

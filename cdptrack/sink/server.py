@@ -283,7 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _api(self, method: str, api: str, subpath: str, body: bytes) -> None:
         sink = self.server.sink
         headers = {k.lower(): v for k, v in self.headers.items()}
-        incoming = Incoming(method, self._path(), headers, body)
+        incoming = Incoming(method, self._path(), headers, body, urlsplit(self.path).query)
         if is_probe(api, subpath, method, body):
             # doctor --live checking URL and key: answer as the API would, record nothing.
             answer = sink.apis.answer(api, subpath, incoming)

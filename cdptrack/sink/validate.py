@@ -607,24 +607,24 @@ def check_orangepill_event(event_name: str, body: Any) -> Problems:
     return out
 
 
-def check_orangepill_person(body: Any) -> Problems:
+def check_orangepill_person(body: Any, path: str = "body") -> Problems:
     """``PATCH /v1/identities/:id/person``: the person fields to change."""
     out: Problems = []
-    root = _object(body, "body", out)
+    root = _object(body, path, out)
     if root is None:
         return out
     if not root:
-        out.append("body: an update needs at least one field")
+        out.append(f"{path}: an update needs at least one field")
     for key in _PERSON_STRINGS:
-        _opt_string(root, key, "body", out)
+        _opt_string(root, key, path, out)
     gender = root.get("gender")
     if isinstance(gender, str) and gender not in ("MALE", "FEMALE"):
-        out.append(f"body.gender: must be MALE or FEMALE, got {gender!r}")
+        out.append(f"{path}.gender: must be MALE or FEMALE, got {gender!r}")
     birth = root.get("birthDate")
     if isinstance(birth, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", birth):
-        out.append("body.birthDate: must be YYYY-MM-DD")
+        out.append(f"{path}.birthDate: must be YYYY-MM-DD")
     if "tags" in root and not _is_string_list(root["tags"]):
-        out.append("body.tags: must be an array of strings")
+        out.append(f"{path}.tags: must be an array of strings")
     contact = root.get("contactInformation")
     if isinstance(contact, dict):
         for kind, field_name in (("email", "address"), ("phone", "number")):
@@ -633,10 +633,44 @@ def check_orangepill_person(body: Any) -> Problems:
                 isinstance(e, dict) and isinstance(e.get(field_name), str) for e in entries
             ):
                 out.append(
-                    f"body.contactInformation.{kind}: must be a list of "
+                    f"{path}.contactInformation.{kind}: must be a list of "
                     f'{{"{field_name}": "..."}} objects'
                 )
     for key in ("contactInformation", "customAttributes", "data"):
         if key in root and not isinstance(root[key], dict):
-            out.append(f"body.{key}: must be an object, got {_kind(root[key])}")
+            out.append(f"{path}.{key}: must be an object, got {_kind(root[key])}")
+    return out
+
+
+_IDENTITY_TYPES = ("person", "neutral", "company")
+
+
+def check_orangepill_create_person(body: Any) -> Problems:
+    """``POST /v1/identities/person`` (spec 000 "Create Person and Identity"): ``type``
+    one of person/neutral/company (api-facts), optional ``country`` (2 letters) and
+    ``currency`` (3 letters), defaulting to the realm's, optional ``alias`` (text),
+    ``company``, ``data`` (an object), and ``person``: the Infobip person, checked as
+    an update's fields are."""
+    out: Problems = []
+    root = _object(body, "body", out)
+    if root is None:
+        return out
+    kind = root.get("type")
+    if kind is not None and kind not in _IDENTITY_TYPES:
+        out.append(f"body.type: must be one of {', '.join(_IDENTITY_TYPES)}, got {kind!r}")
+    country = root.get("country")
+    if country is not None and not (isinstance(country, str)
+                                    and re.fullmatch(r"[A-Z]{2}", country)):
+        out.append(f"body.country: must be a 2-letter country code, got {country!r}")
+    currency = root.get("currency")
+    if currency is not None and not (isinstance(currency, str)
+                                     and re.fullmatch(r"[A-Z]{3}", currency)):
+        out.append(f"body.currency: must be a 3-letter currency code, got {currency!r}")
+    _opt_string(root, "alias", "body", out)
+    if "data" in root and not isinstance(root["data"], dict):
+        out.append(f"body.data: must be an object, got {_kind(root['data'])}")
+    if "person" not in root:
+        out.append("body.person: required, the person to create")
+        return out
+    out.extend(check_orangepill_person(root["person"], "body.person"))
     return out

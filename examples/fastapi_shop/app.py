@@ -157,9 +157,9 @@ def create_app(config: Config | None = None, **cdptrack_options: Any) -> FastAPI
         email = body.email.strip().lower()
         if "@" not in email:
             raise HTTPException(422, "an email is needed")
+        # No Orangepill identity: cdptrack creates one for the user on first sight.
         user = {"id": "u-" + email.split("@")[0], "email": email,
-                "name": body.name or email.split("@")[0].title(),
-                "orangepill_identity": catalogue.identity_for(email)}
+                "name": body.name or email.split("@")[0].title()}
         request.session["user"] = user
         return {"user": user}
 

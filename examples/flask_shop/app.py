@@ -124,9 +124,9 @@ def create_app(config: Config | None = None, **cdptrack_options: Any) -> Flask:
         email = request.form.get("email", "").strip().lower()
         if "@" not in email:
             return render_template("login.html", error="Please enter your email.")
+        # No Orangepill identity: cdptrack creates one for the user on first sight.
         session["user"] = {"id": "u-" + email.split("@")[0], "email": email,
-                           "name": request.form.get("name") or email.split("@")[0].title(),
-                           "orangepill_identity": catalogue.identity_for(email)}
+                           "name": request.form.get("name") or email.split("@")[0].title()}
         return redirect(url_for("home"), 303)
 
     @app.post("/logout")
