@@ -21,6 +21,8 @@ TEMPLATES = {
     "shop/category.html": "<h1>{{ category.name }}</h1>"
                           "{% for p in products %}<p>{{ p.title }}</p>{% endfor %}",
     "shop/thanks.html": "<p>Thank you for order {{ order.number }}</p>",
+    "shop/home.html": "{% for p in products %}<p>{{ p.title }}</p>{% endfor %}",
+    "shop/success.html": "<p>Order {{ order.id }}: {{ order.get_total_cost }}</p>",
 }
 
 

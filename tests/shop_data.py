@@ -15,6 +15,11 @@ Recorded from the shops' public model definitions (names and types only):
   "partially fulfilled", "fulfilled", "canceled", "expired", ``total_gross_amount``
   (Decimal) and ``currency``; order lines have ``product_name``, ``product_sku``,
   ``quantity``, ``unit_price_gross_amount``.
+- ikeman950/tonygram-shop (Django; ``core/views.py``, ``core/models.py``): one home
+  view lists the products and filters them by query string, ``/?category=<slug>`` and
+  ``/?q=<text>``, with the products in the ``render()`` context as ``products``; its
+  ``Order`` has no total column but a ``get_total_cost()`` method summing its ``items``
+  (``price`` Decimal, ``quantity``), and the thank-you view renders it as ``order``.
 """
 
 from __future__ import annotations

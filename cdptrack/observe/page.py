@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 
 from .carts import cart_lines
 from .declare import declaration_of
-from .fields import first_field, read_field
+from .fields import call_method, first_field, read_field
 from .options import ObserveOptions, RouteRule
 from .products import (
     as_list,
@@ -182,9 +182,47 @@ def resolve_page_source(state: RequestState, options: ObserveOptions
     ``"rule"``, ``"convention"`` or ``"none"``."""
     if state.declared is not None:
         return state.declared, "declaration"
-    return route_page_source(state.route_template, state.endpoint, state.endpoint_name,
-                             state.method, options, script_root=state.script_root,
-                             path=state.path, state=state)
+    found, source = route_page_source(
+        state.route_template, state.endpoint, state.endpoint_name, state.method, options,
+        script_root=state.script_root, path=state.path, state=state)
+    if source in ("convention", "none") and state.query and state.method == "GET" \
+            and options.conventions and _is_listing(found, state):
+        by_query = query_convention(query_params(state), options)
+        if by_query is not None:
+            return by_query, "convention"
+    return found, source
+
+
+# A listing route (the home page, ``/products``, ``/shop``) that filters by a query
+# parameter is a category or search page: ``/?category=shoes``, ``/products?q=red``.
+LISTING_WORDS = frozenset({"products", "product", "shop", "store", "catalog", "catalogue",
+                           "items", "books", "list", "browse", "all"})
+CATEGORY_PARAMS = ("category", "category_slug", "category_id", "cat", "collection")
+
+
+def _is_listing(found: PageDeclaration | None, state: RequestState) -> bool:
+    if found is not None:
+        return found.kind == "home"
+    template = state.route_template
+    if template is None:
+        return False
+    segments = _strip_prefixes([s for s in normalize_template(template).strip("/")
+                                .split("/") if s])
+    return bool(segments) and "{" not in segments[-1] and segments[-1].lower() in LISTING_WORDS
+
+
+def query_convention(query: Mapping[str, list[str]], options: ObserveOptions
+                     ) -> PageDeclaration | None:
+    """The page a listing's query string makes it: a search when one of
+    ``options.search_params`` has a value, else a category page keyed by the first
+    category parameter (``category``, ``category_slug``, ``cat``, ...) with a value."""
+    for name in options.search_params:
+        if name and any(v.strip() for v in query.get(name, ())):
+            return PageDeclaration("search", query_param=name)
+    for name in CATEGORY_PARAMS:
+        if any(v.strip() for v in query.get(name, ())):
+            return PageDeclaration("category", key=name)
+    return None
 
 
 def route_page_source(template: str | None, endpoint: Any, endpoint_name: str | None,
@@ -679,6 +717,9 @@ ORDER_FIELDS: dict[str, tuple[str, ...]] = {
     "shipping": ("shipping", "shipping_incl_tax", "shipping_charge", "shipping_total"),
     "tax": ("tax", "total_tax", "tax_total"),
 }
+# Orders that compute their total in a method (``get_total_cost()``, as the Django shops
+# built after "Django by Example" do), called when no total field is found.
+ORDER_TOTAL_METHODS = ("get_total_cost", "get_total", "get_total_price", "get_grand_total")
 # An order's number (what the customer sees) before its database id.
 ORDER_ID_FIELDS = ("order_id", "number", "order_number", "reference")
 ORDER_DB_ID_FIELDS = ("id", "pk")
@@ -707,6 +748,16 @@ def _order_lines(source: Any) -> list[dict[str, Any]] | None:
     return None
 
 
+def _total_from_method(order: Any) -> Any:
+    """The order's total from the first of :data:`ORDER_TOTAL_METHODS` it has that
+    answers with a number; ``None`` otherwise (a mapping has no methods)."""
+    for name in ORDER_TOTAL_METHODS:
+        value = call_method(order, name)
+        if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+            return _plain_value(value)
+    return None
+
+
 def plain_order(order: Any) -> dict[str, Any] | None:
     """An order object (an ORM row) read into a plain dict now, while its database
     session is open: the fields :func:`order_details` reads.  ``None`` for data that
@@ -728,6 +779,10 @@ def plain_order(order: Any) -> dict[str, Any] | None:
             if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
                 out[name] = _plain_value(value)
                 break
+    if "total" not in out:
+        total = _total_from_method(order)
+        if total is not None:
+            out["total"] = total
     if "email" not in out:
         email = read_field(read_field(order, "user"), "email")
         if isinstance(email, str) and email:
@@ -775,6 +830,10 @@ def order_details(state: RequestState, options: ObserveOptions,
                     break
             if value is not None and not isinstance(value, (dict, list)):
                 props[name] = _plain_value(value)
+        if "total" not in props:
+            total = _total_from_method(source)
+            if total is not None:
+                props["total"] = total
         lines = _order_lines(source)
         if lines is not None:
             props["products"] = lines
@@ -809,6 +868,7 @@ __all__ = [
     "path_convention",
     "plain_order",
     "product_details",
+    "query_convention",
     "regex_template",
     "resolve_page",
     "resolve_page_source",
