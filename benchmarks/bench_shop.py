@@ -171,6 +171,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread name of ``pid`` (threads of one name summed): where
+    in the web process the cost lands (the request threads or cdptrack's sender)."""
+    out: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                text = stat.read()
+        except OSError:
+            continue  # the thread ended
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
 def switches(pid: int) -> int:
     """Context switches (voluntary + involuntary) of every thread of ``pid`` so far."""
     total = 0
@@ -288,6 +304,7 @@ class Result:
     rate: float  # page views per second during the load
     worker_us: float | None = None  # worker CPU per page view
     switches: float = 0.0  # the web process's context switches per page view
+    threads: dict[str, float] = field(default_factory=dict)  # µs per view per thread name
     missing: dict[str, int] = field(default_factory=dict)
 
 
@@ -368,6 +385,7 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         spies = start_profiles(args.profile, f"{shop}-{setup_name(setup)}-{round_no}",
                                web_pid, worker.pid if worker else None)
         web0 = cpu_seconds(web_pid)
+        threads0 = thread_cpu(web_pid)
         switches0 = switches(web_pid)
         worker0 = cpu_seconds(worker.pid) if worker else 0.0
         parent, child = multiprocessing.Pipe()
@@ -382,6 +400,7 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         want = {name: per_view[name] * args.requests for name in setup.destinations}
         missing = wait_counts(collector_port, want, 120) if want else {}
         web1 = cpu_seconds(web_pid)
+        threads1 = thread_cpu(web_pid)
         switches1 = switches(web_pid)
         worker1 = cpu_seconds(worker.pid) if worker else 0.0
         for spy in spies:
@@ -390,7 +409,9 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         n = args.requests
         return Result((web1 - web0) / n * 1e6, n / elapsed,
                       (worker1 - worker0) / n * 1e6 if worker else None,
-                      switches=(switches1 - switches0) / n, missing=missing)
+                      switches=(switches1 - switches0) / n, missing=missing,
+                      threads={name: (spent - threads0.get(name, 0.0)) / n * 1e6
+                               for name, spent in threads1.items()})
     finally:
         stop(worker)
         stop(server)
@@ -442,7 +463,11 @@ def main() -> int:
                         print(f"  {shop:8} {name:14} {result.cpu_us:8.0f} µs CPU/view "
                               f"{result.rate:7.0f} views/s {result.switches:5.1f} switches/view"
                               + (f"  worker {result.worker_us:.0f} µs/view"
-                                 if result.worker_us is not None else ""),
+                                 if result.worker_us is not None else "")
+                              + "  [" + ", ".join(
+                                  f"{name} {spent:.0f}" for name, spent in sorted(
+                                      result.threads.items(), key=lambda kv: -kv[1])
+                                  if spent >= 1) + "]",
                               file=sys.stderr)
     finally:
         coll.terminate()
