@@ -205,3 +205,25 @@ def test_the_signal_handler_chains_to_the_previous_one() -> None:
         shutdown_hooks.uninstall()
         signal.signal(signal.SIGTERM, original_term)
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_script_whose_first_request_is_made_at_exit_delivers_it(api: ApiServer) -> None:
+    """A short script captures and ends: the first connection is opened by the exit
+    flush, when asyncio's resolver executor no longer takes work.  The API is named by
+    host name (``localhost``), so the name must be resolved then; nothing may be lost."""
+    url = api.url.replace("127.0.0.1", "localhost") + "/v1"
+    script = (
+        "from cdptrack.config import Config\n"
+        "from cdptrack.tracker import Tracker\n"
+        f"tracker = Tracker(Config(customerio_api_key='cio-test-key', customerio_url={url!r}))\n"
+        "tracker.capture({'type': 'track', 'event': 'Product Viewed',\n"
+        "                 'visitor': {'sc': 'CDA68358-94FB-4D83-9655-3FEB3C4114A3'},\n"
+        "                 'properties': {'product_id': 'p-exit', 'price': 5}})\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDPTRACK_")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert {str(m.get("properties", {}).get("product_id"))
+            for _, m in api.accepted_messages("/v1")} == {"p-exit"}

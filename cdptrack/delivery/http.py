@@ -32,6 +32,7 @@ values, so API keys cannot leak through it.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import urllib.request
 from collections import deque
@@ -318,15 +319,40 @@ class HTTPClient:
             tls = self._tls
         left = deadline - loop.time()
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(
-                lambda: _Connection(loop), target.host, target.port, ssl=tls,
-                server_hostname=target.host if tls is not None else None), max(0.0, left))
+            try:
+                _, conn = await asyncio.wait_for(loop.create_connection(
+                    lambda: _Connection(loop), target.host, target.port, ssl=tls,
+                    server_hostname=target.host if tls is not None else None),
+                    max(0.0, left))
+            except RuntimeError:
+                # asyncio resolves names on its default executor, which refuses work once
+                # the interpreter is exiting: the exit flush of a script whose first
+                # request is made then would lose its events.  Resolve here instead.
+                conn = await self._connect_resolved(target, tls, deadline, loop)
         except asyncio.TimeoutError:
             raise HTTPError(f"connect timed out after {self._timeout:g} s") from None
         except (OSError, ssl.SSLError) as exc:
             raise HTTPError(f"cannot connect to {target.host}:{target.port}: "
                             f"{type(exc).__name__}: {exc}") from None
         return conn
+
+    async def _connect_resolved(self, target: Target, tls: ssl.SSLContext | None,
+                                deadline: float, loop: asyncio.AbstractEventLoop
+                                ) -> _Connection:
+        """Connect to ``target`` after resolving its name on this thread (blocking), each
+        address in turn; used only where asyncio's resolver executor is gone."""
+        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        error: OSError = OSError(f"no address for {target.host}")
+        for family, _, _, _, address in infos:
+            try:
+                _, conn = await asyncio.wait_for(loop.create_connection(
+                    lambda: _Connection(loop), address[0], address[1], family=family,
+                    ssl=tls, server_hostname=target.host if tls is not None else None),
+                    max(0.0, deadline - loop.time()))
+                return conn
+            except OSError as exc:
+                error = exc
+        raise error
 
     async def _exchange(self, conn: _Connection, target: Target, data: bytes,
                         deadline: float, loop: asyncio.AbstractEventLoop) -> Response:
