@@ -344,9 +344,10 @@ class HTTPClient:
         infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
         error: OSError = OSError(f"no address for {target.host}")
         for family, _, _, _, address in infos:
+            host = str(address[0])  # the address as text (an IP literal): no lookup
             try:
                 _, conn = await asyncio.wait_for(loop.create_connection(
-                    lambda: _Connection(loop), address[0], address[1], family=family,
+                    lambda: _Connection(loop), host, target.port, family=family,
                     ssl=tls, server_hostname=target.host if tls is not None else None),
                     max(0.0, deadline - loop.time()))
                 return conn
