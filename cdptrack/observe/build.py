@@ -46,7 +46,7 @@ from .page import (
     resolve_page,
     search_details,
 )
-from .session import cart_changes, resolve_snapshot
+from .session import cart_changes, resolve_snapshots
 from .state import RequestState
 from .visitor import identity_from_user
 
@@ -183,10 +183,7 @@ def build_events(state: RequestState, options: ObserveOptions,
     status = state.status
     if state.skip or not 200 <= status < 400:
         return out
-    if state.session_before is not None:
-        resolve_snapshot(state.session_before, options)
-    if state.session_after is not None:
-        resolve_snapshot(state.session_after, options)
+    resolve_snapshots(state.session_before, state.session_after, options)
     page_ok = status < 300 and state.method == "GET"
     decl = resolve_page(state, options)
     if decl is not None and decl.key == IGNORE_KEY:

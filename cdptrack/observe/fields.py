@@ -16,7 +16,7 @@ from typing import Any
 def raw_get(mapping: Mapping[str, Any], key: str) -> Any:
     """``mapping.get(key)`` that bypasses dict subclasses' overrides (Flask's session
     marks itself accessed on ``get``; ``dict.get`` does not)."""
-    if isinstance(mapping, dict):
+    if isinstance(mapping, dict):  # also subclasses: their own get is not called
         return dict.get(mapping, key)
     return mapping.get(key)
 
@@ -27,6 +27,8 @@ def read_field(obj: Any, name: str) -> Any:
     User and product objects may be ORM models whose attributes run queries or raise;
     a failure here must never reach the shop's request.
     """
+    if type(obj) is dict:  # the common case, without the ABC check below
+        return obj.get(name)
     if isinstance(obj, Mapping):
         try:
             return dict.get(obj, name) if isinstance(obj, dict) else obj.get(name)

@@ -165,6 +165,23 @@ def resolve_snapshot(found: SessionSnapshot, options: ObserveOptions) -> Session
     return found
 
 
+def resolve_snapshots(before: SessionSnapshot | None, after: SessionSnapshot | None,
+                      options: ObserveOptions) -> None:
+    """:func:`resolve_snapshot` both sides of a request; a session the request left as
+    it was (the usual page view) is read once and the result shared."""
+    if (before is not None and after is not None and before.raw is not None
+            and after.raw is not None and before.raw == after.raw):
+        resolve_snapshot(before, options)
+        after.cart, after.cart_id = before.cart, before.cart_id
+        after.identity, after.order = before.identity, before.order
+        after.raw = None
+        return
+    if before is not None:
+        resolve_snapshot(before, options)
+    if after is not None:
+        resolve_snapshot(after, options)
+
+
 def read_cart(raw: Any) -> dict[str, dict[str, Any]] | None:
     """``{product_id: line}`` from a list of lines or a dict of id → quantity | line."""
     if raw is None:
@@ -252,6 +269,7 @@ __all__ = [
     "fill_session_from_cookies",
     "read_cart",
     "resolve_snapshot",
+    "resolve_snapshots",
     "session_from_set_cookie",
     "snapshot",
     "snapshot_later",
