@@ -17,6 +17,7 @@ the event again with the id it got.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import uuid
@@ -269,6 +270,7 @@ def _person(event: Event) -> dict[str, Any]:
 _WORD = re.compile(r"[A-Za-z0-9]+")
 
 
+@functools.lru_cache(maxsize=4096)  # property names repeat: convert each once
 def camel(name: str) -> str:
     """``product_id`` → ``productId``; names already in camelCase are kept."""
     if "_" not in name and " " not in name and "-" not in name:
@@ -291,6 +293,10 @@ def camel_event(name: str) -> str:
 
 
 def camel_keys(value: Any) -> Any:
+    """``value`` with every mapping key in camelCase (:func:`camel`), at any depth."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
     if isinstance(value, Mapping):
         return {camel(str(k)): camel_keys(v) for k, v in value.items()}
     if isinstance(value, list):
