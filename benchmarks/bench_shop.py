@@ -241,10 +241,12 @@ class Setup:
     destinations: tuple[str, ...]  # () = cdptrack off
     outbox: str = "memory"  # memory / sqlite / redis
     page_views: str = "all"  # CDPTRACK_PAGE_VIEWS
+    discard: bool = False  # the middleware on, its work thrown away (no sender)
 
 
 CONFIGS = {
     "none": Setup("without cdptrack", ()),
+    "discard": Setup("request path only (work discarded)", (), discard=True),
     "memory": Setup("memory outbox, all four APIs", PREFIXES),
     "customerio": Setup("memory outbox, Customer.io only", ("cio",)),
     "redis": Setup("Redis outbox + cdptrack worker", PREFIXES, "redis"),
@@ -269,7 +271,8 @@ PER_VIEW_GENERIC = {"flask": {"tracker": 1, "yespo": 1, "cio": 2, "op": 1},
 def environment(setup: Setup, collector_port: int, outbox_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDPTRACK_")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env["BENCH_CDPTRACK"] = "1" if setup.destinations else "0"
+    env["BENCH_CDPTRACK"] = ("discard" if setup.discard
+                             else "1" if setup.destinations else "0")
     base = f"http://127.0.0.1:{collector_port}"
     env.update({
         "CDPTRACK_YESPO_TRACKER_URL": base + "/tracker/api/v2",
