@@ -75,7 +75,9 @@ def _sample(name: str, visitor: Visitor) -> Event:
 
 def _outcome(name: str, visitor: Visitor, config: Config, destination: str) -> str:
     rendered = render_event(_sample(name, visitor), config, [destination])
-    return SENT if rendered.requests else rendered.skipped[0][1]
+    if rendered.requests or rendered.deferred:
+        return SENT  # deferred: sent once the delivery layer has what it looks up
+    return rendered.skipped[0][1] if rendered.skipped else "no_request"
 
 
 def reach(name: str, config: Config) -> dict[str, str]:

@@ -58,6 +58,7 @@ def test_demo_shoppers_fill_every_api_with_valid_requests(tmp_path: Path, framew
                              "--shoppers", str(SHOPPERS))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr
     assert f"Shoppers: {SHOPPERS}, orders placed: {SHOPPERS}, shop errors: 0" in done.stdout
     invalid = [(r["api"], r["event"], r["problems"]) for r in records if not r["valid"]]
     assert invalid == []

@@ -300,3 +300,22 @@ def test_an_app_that_fails_to_import_or_build_is_one_clear_line(tmp_path: Path) 
     assert result.returncode == 1
     assert "RuntimeError: DATABASE_URL is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_orangepill_person_events_are_shown_as_sent_once_the_visitor_is_known() -> None:
+    """With Orangepill configured, a signed-in visitor's identity is created on the fly,
+    so the table says Product Viewed reaches it once the visitor is known (and, with
+    creation turned off, only once they have an Orangepill identity)."""
+    env = {"CDPTRACK_ORANGEPILL_API_KEY": "op-key-for-the-table"}
+    result = cli("cdptrack.examples.flask_shop:create_app()", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "op-key-for-the-table" not in result.stdout + result.stderr
+    product = row(json.loads(result.stdout), "/product/<product_id>")
+    viewed = product["requests"]["GET"]["events"][1]
+    assert viewed["destinations"]["orangepill"] == "known_visitor"
+    off = cli("cdptrack.examples.flask_shop:create_app()", "--json",
+              env={**env, "CDPTRACK_ORANGEPILL_CREATE_IDENTITIES": "0"})
+    assert off.returncode == 0, off.stderr
+    product = row(json.loads(off.stdout), "/product/<product_id>")
+    assert product["requests"]["GET"]["events"][1]["destinations"]["orangepill"] == (
+        "orangepill_identity")

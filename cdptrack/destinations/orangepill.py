@@ -69,7 +69,7 @@ def render(event: Event, config: Config) -> list[WireRequest]:
         raise NotSent("not_configured", "CDPTRACK_ORANGEPILL_API_KEY is not set")
     identity = event.visitor.orangepill_identity
     if not identity:
-        if event.visitor.user_id:
+        if event.visitor.user_id and config.orangepill_create_identities:
             raise Deferred("no_identity", "the identity of this user is looked up or "
                            "created before the event is sent")
         raise NotSent("no_identity", "Orangepill needs visitor.orangepill_identity")
