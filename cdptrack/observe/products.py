@@ -69,7 +69,7 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
 _AVAILABLE_NAMES = ("in_stock", "is_available", "available", "is_in_stock",
                     "is_available_to_buy", "is_active_in_stock")
 _STOCK_NAMES = ("stock", "num_in_stock", "stock_quantity", "quantity_available",
-                "inventory_quantity", "inventory", "units_in_stock")
+                "inventory_quantity", "inventory_count", "inventory", "units_in_stock")
 _QTY_NAMES = ("quantity", "qty", "count")
 # Inside a money object: Saleor's Money/TaxedMoney, Oscar's Price, py-moneyed's Money.
 _AMOUNT_NAMES = ("amount", "incl_tax", "gross", "excl_tax", "net", "value")
