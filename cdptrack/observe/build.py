@@ -48,6 +48,7 @@ from .page import (
     resolve_page,
     search_details,
 )
+from .products import MAX_LIST_PRODUCTS, product_list
 from .session import cart_changes, resolve_snapshot
 from .state import PageDeclaration, RequestState
 from .visitor import identity_from_user
@@ -275,6 +276,13 @@ def build_events(state: RequestState, options: ObserveOptions,
         add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""), trusted=True)
     page_at = len(out.events) - 1 if options.page_views == "generic" else -1
 
+    if page_ok and carts is not None and isinstance(state.view_result, list):
+        # A listing's answer (a JSON API's GET /books): its products' prices and names
+        # complete cart lines that name only a product id.
+        listed = state.view_result[:MAX_LIST_PRODUCTS]
+        if listed and not (isinstance(listed[0], dict) and "product_id" in listed[0]):
+            listed = product_list(listed) or []  # raw JSON rows, not yet read
+        carts.remember_products(listed)
     placed = state.request_order is not None or (
         kind == "checkout" and answered_order(state.view_result))
     page_event = kind_event(kind, state.method, status, declared=decl is state.declared,
