@@ -24,7 +24,8 @@ from typing import Any
 
 from .capture import EventSink
 from .config import Config
-from .observe.carts import CART_OBJECT_NAMES, MAX_JSON_BYTES
+from .observe.answer import ANSWER_KINDS, keep_chunk
+from .observe.carts import CART_OBJECT_NAMES
 from .observe.core import Observer, plain_path, url_path
 from .observe.declare import ignored
 from .observe.options import ObserveOptions
@@ -120,7 +121,7 @@ class CDPTrackMiddleware:
             elif (kind == "http.response.body" and not message.get("more_body", False)) \
                     or kind == "http.response.pathsend":
                 if state.response_json is not None:
-                    _keep_json(state, message)
+                    keep_chunk(state, message.get("body", b""))
                 if observer.commit_first:  # durable outbox: committed before the end
                     _finish(observer, state, scope)
                     await send(message)
@@ -129,7 +130,7 @@ class CDPTrackMiddleware:
                 _finish(observer, state, scope)
                 return
             elif kind == "http.response.body" and state.response_json is not None:
-                _keep_json(state, message)
+                keep_chunk(state, message.get("body", b""))
             await send(message)
 
         token = current_state.set(state)
@@ -315,9 +316,9 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
             if objects:  # request.state.cart / basket: ORM rows, read while still live
                 read_route(state, scope)
                 observer.read_cart(state, objects)
-        if json_answer and 200 <= message["status"] < 300 and _answers_cart(
+        if json_answer and 200 <= message["status"] < 300 and _keeps_answer(
                 observer, state, scope):
-            state.response_json = b""  # a JSON API's cart: kept (bounded) as it is sent
+            state.response_json = b""  # a JSON API's cart or order: kept (bounded)
         if cookie is not None:
             return {**message, "headers": [*headers, (b"set-cookie", cookie.encode("latin-1"))]}
     except Exception:
@@ -325,20 +326,16 @@ def _on_start(observer: Observer, state: RequestState, message: Message,
     return message
 
 
-def _answers_cart(observer: Observer, state: RequestState, scope: Scope) -> bool:
+# Product details come from the return value FastAPI hands over (``setup()``); the
+# answers of cart, checkout and order routes are kept as JSON.
+_ASGI_ANSWER_KINDS = ANSWER_KINDS - {"product"}
+
+
+def _keeps_answer(observer: Observer, state: RequestState, scope: Scope) -> bool:
     # The route is known at response start (the router wrote it into the scope).
     read_route(state, scope)
     found = resolve_page(state, observer.options)
-    return found is not None and found.kind == "cart"
-
-
-def _keep_json(state: RequestState, message: Message) -> None:
-    body = state.response_json or b""
-    chunk = message.get("body", b"")
-    if len(body) + len(chunk) > MAX_JSON_BYTES:
-        state.response_json = None  # too big to be a cart: not read at all
-        return
-    state.response_json = body + chunk
+    return found is not None and found.kind in _ASGI_ANSWER_KINDS
 
 
 def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:

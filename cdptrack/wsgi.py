@@ -19,8 +19,10 @@ from typing import Any
 
 from .capture import EventSink
 from .config import Config
+from .observe.answer import ANSWER_KINDS, keep_chunk
 from .observe.core import Observer, plain_path, url_path
 from .observe.options import ObserveOptions
+from .observe.page import resolve_page
 from .observe.session import fill_session_from_cookies, session_from_set_cookie
 from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
 from .observe.visitor import split_joined_cookie_fields
@@ -92,16 +94,21 @@ class CDPTrackWSGIMiddleware:
         def start_tracked(status: str, headers: list[tuple[str, str]],
                           exc_info: ExcInfo | None = None) -> Callable[[bytes], object]:
             try:
+                json_answer = False
                 for name, value in headers:
                     lower = name.lower()
                     if lower == "content-type":
                         state.html = value[:9].lower() == "text/html"
+                        json_answer = value[:16].lower() == "application/json"
                     elif lower == "set-cookie":
                         if value.startswith(session_prefix):
                             state.session_cookie_after = session_from_set_cookie(value)
                         elif value.startswith(visitor_prefix):
                             observer.app_set_visitor(state, value)
                 cookie = observer.response_cookie(state, int(status[:3]))
+                if json_answer and 200 <= state.status < 300 and _keeps_answer(
+                        observer, state):
+                    state.response_json = b""  # kept (bounded) as the body is sent
                 if cookie is not None:
                     headers = [*headers, ("Set-Cookie", cookie)]
             except Exception:
@@ -144,6 +151,22 @@ class CDPTrackWSGIMiddleware:
         except Exception:
             observer.error("begin")
             return None
+
+
+def _keeps_answer(observer: Observer, state: RequestState) -> bool:
+    """Whether the JSON answer of this request is read (a product, cart, checkout or
+    order route: :mod:`cdptrack.observe.answer`).  The Flask adapter has recorded the
+    route by now (``after_request`` runs before ``start_response``); without an
+    adapter the path is read."""
+    found = resolve_page(state, observer.options)
+    return found is not None and found.kind in ANSWER_KINDS
+
+
+def _kept(chunks: Iterator[bytes], state: RequestState) -> Iterator[bytes]:
+    """The chunks as they are, each also added to the kept JSON answer."""
+    for chunk in chunks:
+        keep_chunk(state, chunk)
+        yield chunk
 
 
 def tracked_body(body: Iterable[bytes], environ: dict[str, Any], observer: Observer,
@@ -247,6 +270,12 @@ class _TrackedList(list):  # type: ignore[type-arg]
             return _commit_first(list.__iter__(self), self.finish_once)
         return list.__iter__(self)
 
+    def _keep_answer(self) -> None:
+        state = self._state
+        if state.response_json is not None:  # a JSON answer wanted: the body is here
+            for chunk in list.__iter__(self):
+                keep_chunk(state, chunk)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -257,6 +286,7 @@ class _TrackedList(list):  # type: ignore[type-arg]
         """Build the events once: before the last chunk (durable outbox) or on close."""
         if not self._finished:
             self._finished = True
+            self._keep_answer()
             _finish(self._observer, self._state)
 
 
@@ -274,9 +304,12 @@ class _TrackedBody:
         self._closed = self._finished = False
 
     def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._body)
+        if self._state.response_json is not None:  # a JSON answer wanted: copy it
+            chunks = _kept(chunks, self._state)
         if self._durable:
-            return _commit_first(iter(self._body), self.finish_once)
-        return iter(self._body)
+            return _commit_first(chunks, self.finish_once)
+        return chunks
 
     def close(self) -> None:
         if self._closed:  # servers and test clients may close twice; report once

@@ -20,6 +20,21 @@ Recorded from the shops' public model definitions (names and types only):
   ``/?q=<text>``, with the products in the ``render()`` context as ``products``; its
   ``Order`` has no total column but a ``get_total_cost()`` method summing its ``items``
   (``price`` Decimal, ``quantity``), and the thank-you view renders it as ``order``.
+- thesillypeanut-zz/online-marketplace-api (Flask, ``src/models.py``, ``src/routes``):
+  UUID primary keys; ``Product`` (``title``, ``price`` float, ``inventory_count``);
+  ``CartItem`` rows (``id``, ``cart_id``, ``product_id``, ``quantity``) created by
+  ``POST /api/v1/cart-items/`` (answers the created line, 201), changed by ``PUT
+  .../cart-items/<cart_item_id>`` (answers the line) and removed by ``DELETE`` (204, empty);
+  ``POST /api/v1/orders/`` with a ``cart_id`` answers ``{"id", "cart_id", "date_ordered",
+  "subtotal"}`` (no lines, no total); sign-in answers a token read from
+  ``x-access-token``.
+- Oluwaseun241/BookNexus (FastAPI, ``app/models.py``, ``routers``): ``Book`` rows with a
+  string UUID ``id``, ``title``, ``categories``, ``amount`` (Numeric); ``GET
+  /book/{category}`` lists a category; ``POST /cart`` answers the new ``Cart`` row
+  (``id``, ``quantity``, ``book_id``, ``user_id``), ``DELETE /cart/{id}`` answers 202
+  with a message; ``POST /cart/checkout`` answers the ``Order`` row (``id``,
+  ``cart_id``, payment fields; no lines, no total); ``POST /login`` answers a bearer
+  token (``OAuth2PasswordBearer``).
 """
 
 from __future__ import annotations

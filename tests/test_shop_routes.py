@@ -64,6 +64,16 @@ def test_conventions_hit_rate_on_real_shops() -> None:
     ("/cart/items/{item_id}", "PATCH", "cart", "item_id"),
     ("/cart/items", "POST", "cart", None),
     ("/products/{id}", "DELETE", None, None),
+    # placing an order from the cart is a checkout; reading or changing one is not
+    ("/api/v1/orders/", "POST", "checkout", None),
+    ("/orders", "POST", "checkout", None),
+    ("/orders/", "GET", None, None),
+    ("/orders/{order_id}", "POST", None, None),
+    # a last path parameter naming a category makes a category page
+    ("/book/{category}", "GET", "category", "category"),
+    ("/shop/{category_slug}", "GET", "category", "category_slug"),
+    ("/book/{category}", "DELETE", None, None),
+    ("/admin/{category_id}/edit", "GET", None, None),
 ])
 def test_method_aware_conventions(template: str, method: str, kind: str | None,
                                   key: str | None) -> None:

@@ -32,12 +32,14 @@ from ..events import (
     Visitor,
     normalize_properties,
 )
-from .carts import Lines, returned_cart
+from .answer import adopt_answer
+from .carts import Lines, event_lines, line_change, returned_cart
 from .declare import IGNORE_KEY
 from .memory import Memory
 from .options import ObserveOptions
 from .page import (
     PAGE_NAMES,
+    answered_order,
     catalogue_product,
     category_details,
     key_value,
@@ -46,8 +48,9 @@ from .page import (
     resolve_page,
     search_details,
 )
+from .products import MAX_LIST_PRODUCTS, product_list
 from .session import cart_changes, resolve_snapshots
-from .state import RequestState
+from .state import PageDeclaration, RequestState
 from .visitor import identity_from_user
 
 logger = logging.getLogger("cdptrack.observe")
@@ -75,10 +78,13 @@ _HOW_TO_ORDER = (
 
 
 def fill_from_catalogue(lines: list[Any], options: ObserveOptions,
-                        problems: list[str]) -> None:
+                        problems: list[str], memory: Memory | None = None) -> None:
     """Complete product ``lines`` (dicts) that lack a price or a name from the shop's
-    catalogue loader, in place; what a line says already wins."""
+    catalogue loader, then from the products seen on pages (``memory``), in place;
+    what a line says already wins."""
     if options.catalogue is None:
+        if memory is not None:
+            memory.complete_lines(lines)
         return
     for line in lines:
         if isinstance(line, dict) and line.get("product_id") and (
@@ -86,6 +92,8 @@ def fill_from_catalogue(lines: list[Any], options: ObserveOptions,
             for name, value in catalogue_product(
                     options, str(line["product_id"]), problems).items():
                 line.setdefault(name, value)
+    if memory is not None:
+        memory.complete_lines(lines)
 
 
 def warn_missing(state: RequestState, what: str, field: str, how: str) -> None:
@@ -184,6 +192,8 @@ def build_events(state: RequestState, options: ObserveOptions,
     if state.skip or not 200 <= status < 400:
         return out
     resolve_snapshots(state.session_before, state.session_after, options)
+    if state.response_json is not None:
+        adopt_answer(state)  # a JSON API's answer: what its view returned
     page_ok = status < 300 and state.method == "GET"
     decl = resolve_page(state, options)
     if decl is not None and decl.key == IGNORE_KEY:
@@ -263,18 +273,35 @@ def build_events(state: RequestState, options: ObserveOptions,
         add("page", None, page_props, page_name=PAGE_NAMES.get(kind or ""), trusted=True)
     page_at = len(out.events) - 1 if options.page_views == "generic" else -1
 
+    if page_ok and carts is not None and isinstance(state.view_result, list):
+        # A listing's answer (a JSON API's GET /books): its products' prices and names
+        # complete cart lines that name only a product id.
+        listed = state.view_result[:MAX_LIST_PRODUCTS]
+        if listed and not (isinstance(listed[0], dict) and "product_id" in listed[0]):
+            listed = product_list(listed) or []  # raw JSON rows, not yet read
+        carts.remember_products(listed)
+    placed = state.request_order is not None or (
+        kind == "checkout" and answered_order(state.view_result))
     page_event = kind_event(kind, state.method, status, declared=decl is state.declared,
-                            order_on_request=state.request_order is not None)
+                            order_on_request=placed)
+    bought_from_memory = False
     if page_event == PRODUCT_VIEWED:
         props = product_details(state, options, key, out.problems)
         if props.get("product_id") is not None:
+            if carts is not None:
+                if props.get("price") is None or props.get("name") is None:
+                    carts.complete_lines([props])
+                carts.remember_products([props])
             if props.get("price") is None:
                 warn_missing(state, PRODUCT_VIEWED, "price", _HOW_TO_PRICE)
             add("track", PRODUCT_VIEWED, props)
         else:
             out.problems.append("product_without_id")
     elif page_event == PRODUCT_LIST_VIEWED:
-        add("track", PRODUCT_LIST_VIEWED, category_details(state, key, options))
+        props = category_details(state, key, options)
+        if carts is not None and isinstance(props.get("products"), list):
+            carts.remember_products(props["products"])
+        add("track", PRODUCT_LIST_VIEWED, props)
     elif page_event == PRODUCTS_SEARCHED:
         props = search_details(state, options, decl)  # type: ignore[arg-type]
         if props.get("query"):
@@ -284,9 +311,21 @@ def build_events(state: RequestState, options: ObserveOptions,
         if props.get("order_id") is None:
             out.problems.append("order_without_id")
         else:
+            if not props.get("products") and carts is not None and state.sc:
+                # An order answered without its lines: the visitor's cart is what
+                # was bought.
+                remembered = carts.last_cart(state.sc) or (
+                    state.session_before.cart if state.session_before else None)
+                if remembered:
+                    props["products"] = event_lines(remembered.values())
+                    bought_from_memory = True
             lines = props.get("products")
             if isinstance(lines, list):  # the order's lines: the catalogue fills a price
-                fill_from_catalogue(lines, options, out.problems)
+                fill_from_catalogue(lines, options, out.problems, carts)
+                if props.get("total") is None and props.get("revenue") is None:
+                    total = _lines_total(lines)
+                    if total is not None:
+                        props["total"] = props["revenue"] = total
             if props.get("total") is None and props.get("revenue") is None:
                 warn_missing(state, ORDER_COMPLETED, "total", _HOW_TO_ORDER)
             elif not props.get("products"):
@@ -311,16 +350,17 @@ def build_events(state: RequestState, options: ObserveOptions,
         out.events[page_at] = replace(page, properties={
             **page.properties, PAGE_EVENT: out.events[page_at + 1].event})
 
-    old_cart, new_cart, cart_id = _cart_before_after(state, kind, carts)
+    old_cart, new_cart, cart_id = _cart_before_after(state, decl, kind, carts,
+                                                     bought_from_memory)
     changes = cart_changes(old_cart, new_cart)
     if changes is not None:
-        added, removed = changes
-        products = [dict(line) for line in (new_cart or {}).values()]
+        added, removed = event_lines(changes[0]), event_lines(changes[1])
+        products = event_lines((new_cart or {}).values())
         if not products and kind in ("checkout", "order"):
             # The cart emptied because it was bought: the order says so, and a
             # "Product Removed" per bought line would tell the CDPs a falsehood.
             removed = []
-        fill_from_catalogue([*products, *added, *removed], options, out.problems)
+        fill_from_catalogue([*products, *added, *removed], options, out.problems, carts)
         props = {
             "cart_id": cart_id or state.sc,
             "products": products,
@@ -340,26 +380,65 @@ def build_events(state: RequestState, options: ObserveOptions,
     return out
 
 
-def _cart_before_after(state: RequestState, kind: str | None, carts: Memory | None
+def _lines_total(lines: list[Any]) -> float | int | None:
+    """The sum of price times quantity of ``lines`` when every line has a price."""
+    total: float | int = 0
+    for line in lines:
+        price = line.get("price") if isinstance(line, dict) else None
+        quantity = line.get("quantity", 1) if isinstance(line, dict) else None
+        if not isinstance(price, (int, float)) or not isinstance(quantity, (int, float)):
+            return None
+        total += price * quantity
+    return round(total, 2) if isinstance(total, float) else total
+
+
+def _line_ref(state: RequestState, decl: PageDeclaration | None) -> str | None:
+    """The line or product a cart route names: its key parameter, else its last path
+    parameter (``/cart-items/{cart_item_id}``)."""
+    key = key_value(state, decl) if decl is not None and decl.key else None
+    if key is None and state.path_params:
+        key = _text_id(list(state.path_params.values())[-1])
+    return key
+
+
+def _text_id(value: Any) -> str | None:
+    return None if value is None or isinstance(value, bool) else str(value) or None
+
+
+def _cart_before_after(state: RequestState, decl: PageDeclaration | None,
+                       kind: str | None, carts: Memory | None, bought: bool = False
                        ) -> tuple[Lines | None, Lines | None, str | None]:
     """The cart before and after this request, and its id.  A session cart is compared
     within the request; a cart kept elsewhere (:mod:`.carts`) against the last one
-    remembered for the visitor.  The first sighting of a visitor's cart is news only on
-    a change request (a POST/PUT/PATCH/DELETE: the cart was empty before, as far as
-    anyone knows); on a GET it is only remembered."""
+    remembered for the visitor, and a cart route's answer that is one changed line (or
+    a DELETE of a line) is applied to that remembered cart.  The first sighting of a
+    visitor's cart is news only on a change request (a POST/PUT/PATCH/DELETE: the cart
+    was empty before, as far as anyone knows); on a GET it is only remembered.
+    ``bought``: an order was just completed with the remembered cart's lines, so that
+    cart is empty now (unless the request says otherwise)."""
     before, after = state.session_before, state.session_after
     if before is not None and after is not None and (
             before.cart is not None or after.cart is not None):
         return before.cart, after.cart, after.cart_id or before.cart_id
+    if carts is None or not state.sc:
+        return None, None, None
+    cart_id = after.cart_id if after is not None else None
     lines = state.cart_lines
     if lines is None and kind == "cart":
         lines = returned_cart(state)
-    if lines is None or carts is None or not state.sc:
+        if lines is None:
+            change = line_change(state, _line_ref(state, decl))
+            if change is not None:
+                old, new = carts.update_cart(state.sc, change)
+                return (old or {}, new, cart_id) if new is not None else (None, None, None)
+    if lines is None and bought:
+        old, new = carts.update_cart(state.sc, lambda found: {} if found else None)
+        return (old, new, cart_id) if new is not None else (None, None, None)
+    if lines is None:
         return None, None, None
     old = carts.swap_cart(state.sc, lines)
     if old is None:
         old = lines if state.method == "GET" else {}
-    cart_id = after.cart_id if after is not None else None
     return old, lines, cart_id
 
 

@@ -103,6 +103,9 @@ def reduce_page_objects(state: RequestState, fields: ProductFields | None = None
                 reduced[key] = reduce_object(key, reduced[key], fields)
         state.template_context = reduced
     result = state.view_result
+    if isinstance(result, (list, tuple)) and not _plain(result):
+        state.view_result = product_list(result, fields=fields)  # a list of ORM rows
+        return
     if result is not None and not _plain(result) and read_field(result, "order_id") is None:
         snapshot = product_snapshot(result, fields)
         out: dict[str, Any] = dict(snapshot) if isinstance(snapshot, dict) else {}

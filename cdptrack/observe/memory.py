@@ -1,5 +1,6 @@
 """What the observer remembers across requests: each visitor's last cart, the orders
-already reported, and the signed-in users already identified per visitor.
+already reported, the signed-in users already identified per visitor, and the details
+of products seen on product and category pages.
 
 Two kinds of memory with one interface:
 
@@ -14,6 +15,11 @@ Two kinds of memory with one interface:
   answer, the local memory stands in (counted by the caller as ``memory_fallback``) so a
   Redis outage never loses or blocks an event.
 
+Product details (price, name, ...) seen on pages are kept in this process only
+(``products`` entries, least recently seen forgotten first): they complete cart and
+order lines that name only a product id, as JSON APIs answer, and a miss only leaves
+a field out.
+
 These are read and written when events are built: on the sender thread with the
 default deferred build, never in the shop's request.
 """
@@ -24,12 +30,18 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 logger = logging.getLogger("cdptrack.observe")
 
 Lines = dict[str, dict[str, Any]]
+CartChange = Callable[["Lines | None"], "Lines | None"]
+
+# Product properties remembered from pages, to complete lines that lack them.
+PRODUCT_DETAILS = ("name", "price", "currency", "category", "brand", "variant", "sku",
+                   "url", "image_url")
 
 CART_TTL = 30 * 24 * 3600
 ORDER_TTL = 180 * 24 * 3600
@@ -39,12 +51,61 @@ class LocalMemory:
     """In-process memory, bounded (see the module docstring).  Thread-safe."""
 
     def __init__(self, carts: int = 100_000, orders: int = 10_000,
-                 users: int = 100_000) -> None:
+                 users: int = 100_000, products: int = 10_000) -> None:
         self._carts: OrderedDict[str, Lines] = OrderedDict()
         self._orders: OrderedDict[str, None] = OrderedDict()
         self._users: OrderedDict[str, None] = OrderedDict()
+        self._products: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._max_carts, self._max_orders, self._max_users = carts, orders, users
+        self._max_products = products
         self._lock = threading.Lock()
+
+    def update_cart(self, visitor: str, change: CartChange
+                    ) -> tuple[Lines | None, Lines | None]:
+        """Apply ``change`` (old lines → new lines, or ``None``: no change) to the
+        visitor's remembered cart; ``(old, new)``, ``new`` ``None`` when nothing
+        changed."""
+        with self._lock:
+            old = self._carts.get(visitor)
+            new = change(old)
+            if new is not None:
+                self._carts.pop(visitor, None)
+                self._carts[visitor] = new
+                while len(self._carts) > self._max_carts:
+                    self._carts.popitem(last=False)
+        return old, new
+
+    def last_cart(self, visitor: str) -> Lines | None:
+        """The visitor's remembered cart (``None``: never seen)."""
+        with self._lock:
+            return self._carts.get(visitor)
+
+    def remember_products(self, products: Iterable[Any]) -> None:
+        """Keep the details (:data:`PRODUCT_DETAILS`) of products seen on a page."""
+        with self._lock:
+            for product in products:
+                if not isinstance(product, dict) or product.get("product_id") is None:
+                    continue
+                details = {k: product[k] for k in PRODUCT_DETAILS
+                           if product.get(k) is not None}
+                if "price" not in details and "name" not in details:
+                    continue
+                pid = str(product["product_id"])
+                known = self._products.pop(pid, None)
+                self._products[pid] = {**known, **details} if known else details
+            while len(self._products) > self._max_products:
+                self._products.popitem(last=False)
+
+    def complete_lines(self, lines: Iterable[Any]) -> None:
+        """Fill what product ``lines`` (dicts) lack from the products seen, in place;
+        what a line says wins."""
+        with self._lock:
+            for line in lines:
+                if isinstance(line, dict) and ("price" not in line or "name" not in line):
+                    known = self._products.get(str(line.get("product_id")))
+                    if known:
+                        for key, value in known.items():
+                            line.setdefault(key, value)
 
     def swap_cart(self, visitor: str, lines: Lines) -> Lines | None:
         """Remember ``lines`` as the visitor's cart; return the cart remembered before
@@ -123,13 +184,37 @@ class RedisMemory:
         except Exception:
             self._failed("cart")
             return self.local.swap_cart(visitor, lines)
-        if old is None:
-            return None
+        return _lines(old)
+
+    def update_cart(self, visitor: str, change: CartChange
+                    ) -> tuple[Lines | None, Lines | None]:
+        """:meth:`LocalMemory.update_cart` on the visitor's key (read, then written:
+        two requests of one visitor at the same moment may each miss the other's
+        line)."""
+        key = f"{self.prefix}:cart:{visitor}"
         try:
-            found = json.loads(old)
-        except ValueError:
-            return None
-        return found if isinstance(found, dict) else None
+            client = self._redis()
+            old = _lines(client.get(key))
+            new = change(old)
+            if new is not None:
+                client.set(key, json.dumps(new, separators=(",", ":")), ex=self.cart_ttl)
+        except Exception:
+            self._failed("cart")
+            return self.local.update_cart(visitor, change)
+        return old, new
+
+    def last_cart(self, visitor: str) -> Lines | None:
+        try:
+            return _lines(self._redis().get(f"{self.prefix}:cart:{visitor}"))
+        except Exception:
+            self._failed("cart")
+            return self.local.last_cart(visitor)
+
+    def remember_products(self, products: Iterable[Any]) -> None:
+        self.local.remember_products(products)
+
+    def complete_lines(self, lines: Iterable[Any]) -> None:
+        self.local.complete_lines(lines)
 
     def first_report(self, key: str) -> bool:
         try:
@@ -146,6 +231,16 @@ class RedisMemory:
         except Exception:
             self._failed("identity")
             return self.local.first_sight(key)
+
+
+def _lines(raw: Any) -> Lines | None:
+    if raw is None:
+        return None
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 Memory = LocalMemory | RedisMemory

@@ -33,7 +33,9 @@ from .options import ObserveOptions, RouteRule
 from .products import (
     as_list,
     category_fields,
+    explicit_product_id,
     matches_key,
+    money_amount,
     product_line,
     product_list,
     set_in_stock,
@@ -198,6 +200,9 @@ def resolve_page_source(state: RequestState, options: ObserveOptions
 LISTING_WORDS = frozenset({"products", "product", "shop", "store", "catalog", "catalogue",
                            "items", "books", "list", "browse", "all"})
 CATEGORY_PARAMS = ("category", "category_slug", "category_id", "cat", "collection")
+# A route whose last path parameter has one of these names shows a category's products,
+# whatever the words before it (``/book/{category}``: Oluwaseun241/BookNexus).
+CATEGORY_PATH_PARAMS = frozenset({"category", "category_slug", "category_id"})
 
 
 def _is_listing(found: PageDeclaration | None, state: RequestState) -> bool:
@@ -461,8 +466,10 @@ def _template_convention(template: str, method: str) -> PageDeclaration | None:
     if CHECKOUT_WORDS.intersection(tokens):
         return PageDeclaration("checkout")
     if method == "POST" and ORDER_WORDS.intersection(tokens) and (
-            last_literal in ("create", "new", "place", "checkout")):
-        return PageDeclaration("checkout")  # an order placed from the cart
+            last_literal in ("create", "new", "place", "checkout")
+            or segments[-1].lower() in ORDER_WORDS):
+        # an order placed from the cart: POST /orders/create, POST /api/v1/orders/
+        return PageDeclaration("checkout")
     if CART_WORDS.intersection(tokens):
         return PageDeclaration("cart", _product_param(params))
     if SEARCH_WORDS.intersection(tokens) and not ORDER_WORDS.intersection(tokens):
@@ -485,6 +492,11 @@ def _template_convention(template: str, method: str) -> PageDeclaration | None:
             # /product/{id}/{slug}: the first names it; /p/{pk}-{slug}: the id does
             key = here[0] if len(here) == 1 and tail else _key_param(here) or here[-1]
             return PageDeclaration("product" if is_product else "category", key)
+    last_params = _SEGMENT_PARAMS.findall(segments[-1])
+    category_param = next((p for p in last_params if p.lower() in CATEGORY_PATH_PARAMS),
+                          None)
+    if category_param is not None and method == "GET":
+        return PageDeclaration("category", category_param)  # /book/{category}
     if last_literal in SIGN_IN_WORDS or (last_literal == "token" and method == "POST"):
         return _method_fits(PageDeclaration("sign_in"), method)
     if last_literal in REGISTER_WORDS:
@@ -671,6 +683,8 @@ def category_details(state: RequestState, key: str | None,
     products = product_list(_context(state, "products"), fields=fields)
     if products is None and _is_data(result):
         products = product_list(read_field(result, "products"), fields=fields)
+    if products is None and isinstance(result, list):  # a JSON API's list of products
+        products = product_list(result, fields=fields)
     if products is not None:
         props["products"] = products
     if state.page_props:
@@ -713,7 +727,7 @@ ORDER_KEYS = ("total", "revenue", "subtotal", "shipping", "tax", "discount", "co
 # Shop field names for each order property, first found wins (Oscar's ``*_incl_tax``).
 ORDER_FIELDS: dict[str, tuple[str, ...]] = {
     "total": ("total", "total_incl_tax", "grand_total", "total_price", "amount_total"),
-    "subtotal": ("subtotal", "basket_total_incl_tax", "subtotal_incl_tax"),
+    "subtotal": ("subtotal", "sub_total", "basket_total_incl_tax", "subtotal_incl_tax"),
     "shipping": ("shipping", "shipping_incl_tax", "shipping_charge", "shipping_total"),
     "tax": ("tax", "total_tax", "tax_total"),
 }
@@ -724,6 +738,32 @@ ORDER_TOTAL_METHODS = ("get_total_cost", "get_total", "get_total_price", "get_gr
 ORDER_ID_FIELDS = ("order_id", "number", "order_number", "reference")
 ORDER_DB_ID_FIELDS = ("id", "pk")
 ORDER_LINE_LISTS = ("products", "lines", "items", "order_items", "line_items")
+# Where an order without a total keeps what was charged (an order placed from a cart
+# that records only its subtotal: thesillypeanut-zz/online-marketplace-api).
+ORDER_TOTAL_FALLBACKS = ("subtotal", "sub_total", "amount")
+# Words in the field names of an order a checkout answers with, as opposed to another
+# object with an ``id`` (an address, a payment method).
+_ORDER_HINTS = ("order", "total", "amount", "payment", "cart", "status", "paid", "ship")
+
+
+def answered_order(answer: Any) -> bool:
+    """Whether a checkout's answer is the order it placed: a mapping (or an ``order``
+    inside one) with an order id (``order_id``, ``number``, ... or ``id``) and, for a
+    bare ``id``, a field that belongs to an order (``cart_id``, ``subtotal``,
+    ``payment_*``, ``status``, ...); never a cart line (it names a product)."""
+    if not isinstance(answer, Mapping):
+        return False
+    inner = answer.get("order")
+    if isinstance(inner, Mapping):
+        answer = inner
+    if explicit_product_id(answer) is not None:
+        return False
+    if any(_text(answer.get(n)) is not None for n in ORDER_ID_FIELDS):
+        return True
+    if not any(_text(answer.get(n)) is not None for n in ORDER_DB_ID_FIELDS):
+        return False
+    return any(hint in str(key).lower() for key in answer
+               for hint in _ORDER_HINTS)
 
 
 def _plain_value(value: Any) -> Any:
@@ -805,7 +845,8 @@ def order_details(state: RequestState, options: ObserveOptions,
     result = state.view_result
     candidates = [
         _nested(result, "order"),
-        result if _is_data(result) and read_field(result, "order_id") is not None else None,
+        result if _is_data(result) and (read_field(result, "order_id") is not None
+                                        or answered_order(result)) else None,
         _context(state, "order"),
         state.request_order,
         state.session_after.order if state.session_after else None,
@@ -815,13 +856,21 @@ def order_details(state: RequestState, options: ObserveOptions,
     order_id = _text(explicit.get("order_id")) or key
     props: dict[str, Any] = {}
     email: str | None = None
+    found_any = False
+    fallback_total: Any = None
     for source in candidates:
+        # The first order found names it; later ones (the session's last order after
+        # a checkout's lean answer) only fill in what it lacks, and only when they are
+        # the same order.
         if source is None or not _is_data(source):
             continue
         sid, known = order_identifiers(source)
         if order_id is not None and known and order_id not in known:
             continue
-        order_id = sid if sid is not None and not explicit.get("order_id") else order_id
+        if found_any and not known:
+            continue
+        if not found_any:
+            order_id = sid if sid is not None and not explicit.get("order_id") else order_id
         for name in ORDER_KEYS:
             value = None
             for field_name in ORDER_FIELDS.get(name, (name,)):
@@ -829,19 +878,27 @@ def order_details(state: RequestState, options: ObserveOptions,
                 if value is not None:
                     break
             if value is not None and not isinstance(value, (dict, list)):
-                props[name] = _plain_value(value)
+                props.setdefault(name, _plain_value(value))
         if "total" not in props:
             total = _total_from_method(source)
             if total is not None:
                 props["total"] = total
-        lines = _order_lines(source)
-        if lines is not None:
-            props["products"] = lines
-        found_email = read_field(source, "email") or read_field(source, "guest_email")
-        if not isinstance(found_email, str):
-            found_email = read_field(read_field(source, "user"), "email")
-        email = found_email if isinstance(found_email, str) and found_email else None
-        break
+        if fallback_total is None:
+            fallback_total = next((money_amount(read_field(source, n))
+                                   for n in ORDER_TOTAL_FALLBACKS
+                                   if money_amount(read_field(source, n)) is not None), None)
+        if "products" not in props:
+            lines = _order_lines(source)
+            if lines is not None:
+                props["products"] = lines
+        if email is None:
+            found_email = read_field(source, "email") or read_field(source, "guest_email")
+            if not isinstance(found_email, str):
+                found_email = read_field(read_field(source, "user"), "email")
+            email = found_email if isinstance(found_email, str) and found_email else None
+        found_any = True
+    if "total" not in props and fallback_total is not None:
+        props["total"] = fallback_total  # what an order without a total charged
     props.update({k: v for k, v in explicit.items() if k != "email"})
     if isinstance(explicit.get("email"), str):
         email = explicit["email"]
@@ -859,6 +916,7 @@ def order_details(state: RequestState, options: ObserveOptions,
 __all__ = [
     "PAGE_NAMES",
     "RuleIndex",
+    "answered_order",
     "catalogue_product",
     "category_details",
     "convention",

@@ -46,7 +46,8 @@ PRODUCT_KEYS: tuple[str, ...] = (
 # ``unit_price_gross_amount``, ``product_sku``), and Flask/FastAPI tutorial shops
 # (``title``, ``image_url``, ``stock``); see tests/shop_data.py.
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
-    "product_id": ("product_id", "pk", "id", "uuid", "sku", "upc", "code", "slug"),
+    "product_id": ("product_id", "book_id", "item_id", "variant_id", "pk", "id", "uuid",
+                   "sku", "upc", "code", "slug"),
     "sku": ("sku", "upc", "product_sku", "partner_sku", "code"),
     "name": ("name", "title", "product_name", "product_title"),
     "price": ("price", "unit_price", "price_incl_tax", "unit_price_incl_tax", "sale_price",
@@ -68,7 +69,7 @@ FIELD_NAMES: dict[str, tuple[str, ...]] = {
 _AVAILABLE_NAMES = ("in_stock", "is_available", "available", "is_in_stock",
                     "is_available_to_buy", "is_active_in_stock")
 _STOCK_NAMES = ("stock", "num_in_stock", "stock_quantity", "quantity_available",
-                "inventory_quantity", "inventory", "units_in_stock")
+                "inventory_quantity", "inventory_count", "inventory", "units_in_stock")
 _QTY_NAMES = ("quantity", "qty", "count")
 # Inside a money object: Saleor's Money/TaxedMoney, Oscar's Price, py-moneyed's Money.
 _AMOUNT_NAMES = ("amount", "incl_tax", "gross", "excl_tax", "net", "value")
@@ -77,19 +78,27 @@ _IMAGE_URL_NAMES = ("url", "image_url", "src", "original", "image")
 # A search index's document id, "app_label.model_name.pk" (django-haystack).
 _INDEX_ID = re.compile(r"^[a-z_]\w*\.[a-z_]\w*\.(\w[\w-]*)$")
 
+# Names that say "the id of the product" wherever they appear: on a cart or order line
+# they name its product, never the line itself (JSON APIs answer with lines such as
+# ``{"id": 7, "book_id": "b-1", "quantity": 2}``; Oluwaseun241/BookNexus, see
+# tests/shop_data.py).  Read before the line's ``product`` relation and its own ids.
+PRODUCT_ID_NAMES = FIELD_NAMES["product_id"][:4]
+
 # ``product_fields``: Segment v2 name → the shop's field path or a function of the object.
 ProductFields = Mapping[str, "str | Callable[[Any], Any]"]
 
 
 def product_line(item: Any, default_id: Any = None,
-                 fields: ProductFields | None = None) -> dict[str, Any] | None:
+                 fields: ProductFields | None = None, *,
+                 is_line: bool = False) -> dict[str, Any] | None:
     """A product dict with Segment v2 keys and plain values from a mapping or object
     (see the module docstring); ``None`` when no id is found.
 
     ``fields`` maps Segment v2 names to the shop's own field paths (``"price.amount"``)
     or callables taking the object; they are read first.  A cart or order line that
     holds its product in ``product`` (a relation) is read through it for what the line
-    itself does not say; the line's own ``quantity`` and price win.
+    itself does not say; the line's own ``quantity`` and price win.  ``is_line``: ``item``
+    is a cart or order line, so its ``sku`` names the product before its own ``id``.
     """
     if item is None or isinstance(item, (str, bytes, bool, int, float, Decimal)):
         return None
@@ -97,7 +106,7 @@ def product_line(item: Any, default_id: Any = None,
     if nested is None or isinstance(nested, (str, bytes, bool, int, float, uuid.UUID)):
         nested = None
     sources = (item,) if nested is None else (item, nested)
-    pid = _read_id(sources, fields)
+    pid = _read_id(sources, fields, is_line)
     if pid is None:
         pid = id_text(default_id)
     if pid is None:
@@ -136,24 +145,40 @@ def product_line(item: Any, default_id: Any = None,
     return line
 
 
-def _read_id(sources: tuple[Any, ...], fields: ProductFields | None) -> str | None:
+def _read_id(sources: tuple[Any, ...], fields: ProductFields | None,
+             is_line: bool = False) -> str | None:
     if fields and "product_id" in fields:
         found = id_text(_custom(sources[0], fields["product_id"]))
         if found is not None:
             return found
     item = sources[0]
-    explicit = id_text(read_field(item, "product_id"))
+    explicit = explicit_product_id(item)
     if explicit is not None:
         return explicit
     if len(sources) > 1:  # a line of a cart or order: the product's id, not the line's
         found = _read_id(sources[1:], fields)
         if found is not None:
             return found
-    for name in FIELD_NAMES["product_id"][1:]:
+    if is_line:
+        sku = id_text(read_field(item, "sku"))
+        if sku is not None:
+            return sku
+    for name in FIELD_NAMES["product_id"][len(PRODUCT_ID_NAMES):]:
         found = id_text(read_field(item, name))
         if found is not None:
             match = _INDEX_ID.match(found)
             return match.group(1) if match else found
+    return None
+
+
+def explicit_product_id(item: Any) -> str | None:
+    """The id ``item`` gives under a name that always means a product's id
+    (:data:`PRODUCT_ID_NAMES`: ``product_id``, ``book_id``, ``item_id``,
+    ``variant_id``), or ``None``; a line's own ``id`` is not one."""
+    for name in PRODUCT_ID_NAMES:
+        found = id_text(read_field(item, name))
+        if found is not None:
+            return found
     return None
 
 
@@ -430,10 +455,12 @@ def category_fields(category: Any) -> dict[str, str]:
 __all__ = [
     "FIELD_NAMES",
     "MAX_LIST_PRODUCTS",
+    "PRODUCT_ID_NAMES",
     "PRODUCT_KEYS",
     "ProductFields",
     "as_list",
     "category_fields",
+    "explicit_product_id",
     "first_item",
     "id_text",
     "in_stock",
