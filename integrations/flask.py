@@ -139,18 +139,21 @@ def _before_request() -> None:
 
 
 def _after_request(response: Response) -> Response:
-    state = request.environ.get(STATE_KEY)
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup
+    state = req.environ.get(STATE_KEY)
     if not isinstance(state, RequestState):
         return response
-    tracking: FlaskTracking = current_app.extensions[EXTENSION_KEY]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    tracking: FlaskTracking = app.extensions[EXTENSION_KEY]
     try:
-        rule = request.url_rule
+        rule = req.url_rule
         if rule is not None:
             state.route_template = state.script_root.rstrip("/") + rule.rule
-            state.endpoint_name = request.endpoint
-            state.path_params = request.view_args
-            if request.endpoint:
-                state.endpoint = current_app.view_functions.get(request.endpoint)
+            endpoint = req.endpoint
+            state.endpoint_name = endpoint
+            state.path_params = req.view_args
+            if endpoint:
+                state.endpoint = app.view_functions.get(endpoint)
                 if ignored(state.endpoint):  # on a MethodView class: found via view_class
                     state.skip = True
         if state.session_before is not None:
@@ -158,13 +161,14 @@ def _after_request(response: Response) -> Response:
         if response.status_code < 400:
             # A cart the app keeps on ``g`` (often database rows): read now, in the
             # request context, while its database session is open.
-            found = [g.get(name) for name in CART_OBJECT_NAMES]
-            tracking.observer.read_cart(state, [c for c in found if c is not None])
-            tracking.observer.read_order(state, g.get("order"))
+            on_g = vars(g._get_current_object())  # type: ignore[attr-defined]
+            tracking.observer.read_cart(state, [on_g[name] for name in CART_OBJECT_NAMES
+                                                if on_g.get(name) is not None])
+            tracking.observer.read_order(state, on_g.get("order"))
         if tracking.user_loader is not None and state.user is None and response.status_code < 400:
             # Read the user now, in the request context: ``current_user`` is a proxy
             # that means nothing once the context is gone, when events are built.
-            state.user = identity_from_user(tracking.user_loader(request))
+            state.user = identity_from_user(tracking.user_loader(req))
     except Exception:
         tracking.observer.error("flask_after_request")
     return response

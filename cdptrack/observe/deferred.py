@@ -40,6 +40,7 @@ CONTEXT_KEYS = ("product", "products", "category", "results", "order")
 
 _PLAIN_TYPES: dict[type, bool] = dict.fromkeys(
     (str, int, float, bool, type(None), bytes), True)
+_SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
 _DEPTH = 3
 
 
@@ -61,7 +62,10 @@ def _plain(value: Any, depth: int = _DEPTH) -> bool:
     if kind is dict:
         if depth == 0:
             return True
-        return all(_plain(v, depth - 1) for v in value.values())
+        for inner in value.values():
+            if type(inner) not in _SCALAR_TYPES and not _plain(inner, depth - 1):
+                return False  # (scalars, most values, are checked without a call)
+        return True
     if kind is list or kind is tuple:
         return depth == 0 or not value or _plain(value[0], depth - 1)
     return _plain_type(kind)
