@@ -312,6 +312,54 @@ def test_a_json_answer_on_other_routes_or_too_big_is_not_read() -> None:
     assert viewed.properties == {"product_id": "p-1"}  # too big: not read, not broken
 
 
+class MarketUser(Base):
+    __tablename__ = "market_user"
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    username: Mapped[str] = mapped_column(String(50))
+    email: Mapped[str | None] = mapped_column(String(120), default=None)
+
+
+def test_a_user_loader_returning_a_row_with_a_uuid_key_identifies_the_visitor() -> None:
+    """The README's token ``user_loader`` returns the shop's ``User`` row; its primary key
+    is a UUID (SQLAlchemy ``Uuid``, sqlalchemy-utils ``UUIDType``): the visitor is known
+    by it, not anonymous."""
+    engine = create_engine("sqlite://", poolclass=StaticPool,
+                           connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine, tables=[MarketUser.__table__])
+    with Session(engine) as db:
+        jane = MarketUser(username="jane", email="jane@example.com")
+        db.add(jane)
+        db.commit()
+        jane_id = jane.id
+    tokens = {"tok-jane": jane_id}
+    tracker = ListTracker()
+    app = Flask(__name__)
+
+    @app.get("/api/v1/products/<product_id>")
+    def get_product(product_id: str) -> Response:
+        return jsonify({"id": product_id, "title": "Felix Felicis", "price": 2.3})
+
+    def token_user(req: Any) -> MarketUser | None:
+        user_id = tokens.get(req.headers.get("x-access-token", ""))
+        if user_id is None:
+            return None
+        with Session(engine) as db:
+            return db.get(MarketUser, user_id)
+
+    CDPTrack(app, tracker=tracker, user_loader=token_user)
+    with served(app) as base, httpx.Client(base_url=base, cookies={"sc": SC}) as client:
+        client.get("/api/v1/products/p-1").raise_for_status()
+        for _ in range(2):
+            client.get("/api/v1/products/p-2",
+                       headers={"x-access-token": "tok-jane"}).raise_for_status()
+    anonymous, known, again = tracker.named("Product Viewed")
+    assert anonymous.visitor.user_id is None
+    assert known.visitor.user_id == again.visitor.user_id == str(jane_id)
+    assert known.visitor.email == "jane@example.com"
+    identify = tracker.one("identify")  # once, when the user first appears
+    assert identify.visitor.user_id == str(jane_id)
+
+
 # --- FastAPI + SQLModel: book_id lines, a /book/{category} listing, bearer tokens -----
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -224,6 +225,10 @@ def identity_from_user(user: Any) -> dict[str, str]:
 
 
 def _identity_value(value: Any) -> str | None:
+    # A UUID is an id as much as an int is: the primary key of SQLAlchemy ``Uuid`` /
+    # sqlalchemy-utils ``UUIDType`` users, Django ``UUIDField`` and SQLModel rows.
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
         return None
     text = str(value).strip()
