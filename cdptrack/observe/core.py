@@ -29,7 +29,7 @@ from ..capture import EventSink
 from ..events import ORDER_COMPLETED, Event
 from .build import build_events
 from .carts import request_cart
-from .deferred import RequestEvents, detach, detachable, reduce_page_objects
+from .deferred import BuildOrder, RequestEvents, detach, detachable, reduce_page_objects
 from .memory import Memory, memory_for
 from .options import ObserveOptions
 from .page import plain_order
@@ -132,6 +132,8 @@ class Observer:
         self.commit_first = bool(getattr(getattr(tracker, "outbox", None), "durable", False))
         self._defer: Callable[[Any], None] | None = getattr(
             tracker, "capture_deferred", None) if opts.defer_events else None
+        # Builds touch the per-visitor memory: they run in request order (see BuildOrder).
+        self.build_order = BuildOrder()
 
     # -- start of a request --------------------------------------------------------------
 
@@ -309,14 +311,25 @@ class Observer:
                 except Exception:
                     self.error("user_loader")
             defer = self._defer
-            if defer is not None:
+            if defer is None:
+                events = self.events_of(state, user)
+            else:
                 # ORM rows and app-context objects: read now, while they can be.
                 reduce_page_objects(state, self.options.product_fields)
-            if defer is not None and detachable(state):
-                defer(RequestEvents(self.events_in_sender, state, detach(state, user)))
-                return
+                if detachable(state):
+                    defer(RequestEvents(self.events_in_sender, state, detach(state, user),
+                                        self.build_order))
+                    return
+                # What the view left is not readable later (objects the build reads):
+                # built on this thread, but in its turn, after the builds of the
+                # requests that finished before it (they may still wait for the
+                # sender), so both read and update the visitor's remembered cart in
+                # request order.
+                events = RequestEvents(self.events_of, state, user,
+                                       self.build_order).build()
+                self.counters["built_on_request"] += 1
             capture = self.tracker.capture
-            for event in self.events_of(state, user):
+            for event in events:
                 capture(event)
             state.raw = state.request = None  # no state <-> scope cycle for the GC
         except Exception:
