@@ -53,9 +53,10 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30)
 
 
 @contextmanager
-def server(args: list[str], env: dict[str, str], stop: int = signal.SIGTERM
-           ) -> Iterator[str]:
-    """A real server process on a free port; stopped gracefully (its tracker flushes)."""
+def server(args: list[str], env: dict[str, str], stop: int = signal.SIGTERM,
+           log: bool = False) -> Iterator[str]:
+    """A real server process on a free port; stopped gracefully (its tracker flushes).
+    ``log``: its standard error is written to ``server.log`` next to the events."""
     port = free_port()
     full_env = {**os.environ, "PYTHONPATH": f"{TESTS / 'support'}{os.pathsep}{ROOT}",
                 **env}
@@ -75,8 +76,10 @@ def server(args: list[str], env: dict[str, str], stop: int = signal.SIGTERM
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
         assert process.stderr is not None
-        log = process.stderr.read().decode(errors="replace")
-        assert "Traceback" not in log, log
+        text = process.stderr.read().decode(errors="replace")
+        if log:
+            Path(env["ORDERED_EVENTS"]).with_name("server.log").write_text(text)
+        assert "Traceback" not in text, text
 
 
 def uvicorn(app: str) -> list[str]:
@@ -187,7 +190,8 @@ def test_fastapi_journeys_back_to_back_under_uvicorn_give_the_events_of_slow_one
 # --- Flask + SQLAlchemy under gunicorn --------------------------------------------------
 
 
-def form_journey(client: httpx.Client, pause: float = 0) -> str:
+def form_journey(client: httpx.Client, pause: float = 0,
+                 workers: set[str] | None = None) -> str:
     """Add two lines (POST-redirect-GET), delete one, check out (the order declared
     with its UUID and ``Decimal`` total), look at the cart again; returns the visitor
     id."""
@@ -198,6 +202,8 @@ def form_journey(client: httpx.Client, pause: float = 0) -> str:
     def step(method: str, url: str, **kw: Any) -> httpx.Response:
         answer = client.request(method, url, **kw)
         assert answer.status_code < 400, (method, url, answer.status_code, answer.text)
+        if workers is not None:
+            workers.add(answer.headers["X-Worker"])
         time.sleep(pause)
         return answer
 
@@ -236,3 +242,44 @@ def test_flask_journeys_back_to_back_under_gunicorn_give_the_events_of_slow_ones
     wrong = [(sc, summary(built.get(sc, []))) for sc in visitors
              if summary(built.get(sc, [])) != FORM_EVENTS]
     assert not wrong, f"{len(wrong)} of {RUNS} journeys: {wrong[:2]}"
+
+
+# --- several worker processes -----------------------------------------------------------
+
+
+def test_gunicorn_workers_sharing_a_sqlite_outbox_agree_on_carts_and_orders(
+        tmp_path: Path) -> None:
+    """Two gunicorn workers, one SQLite outbox file: whichever worker serves each
+    request, a journey's events are those of one process."""
+    env = shop_env(tmp_path, "flask", f"sqlite:///{tmp_path / 'outbox.db'}")
+    served: list[set[str]] = []
+    with server(gunicorn("ordered_shops:flask_app", 2, "--preload"), env) as url:
+        for _ in range(RUNS):
+            workers: set[str] = set()
+            # A new connection per request: either worker may take it.
+            with httpx.Client(base_url=url, headers={"Connection": "close"}) as client:
+                served.append(workers)
+                visitor = form_journey(client, workers=workers)
+                served[-1] = workers | {visitor}
+    built = built_events(tmp_path / "events.jsonl")
+    mixed = [s for s in served if len(s) > 2]  # the visitor and two workers
+    assert mixed, "no journey was served by both workers"
+    wrong = [(sc, summary(events)) for sc, events in built.items()
+             if summary(events) != FORM_EVENTS]
+    assert len(built) == RUNS and not wrong, f"{len(wrong)} of {RUNS} journeys: {wrong[:2]}"
+
+
+def test_several_gunicorn_workers_with_the_memory_outbox_are_warned_about(
+        tmp_path: Path) -> None:
+    env = shop_env(tmp_path, "flask")
+    with server(gunicorn("ordered_shops:flask_app", 2, "--preload"), env, log=True) as url, \
+            httpx.Client(base_url=url, headers={"Connection": "close"}) as client:
+        for _ in range(4):
+            form_journey(client)
+    log = (tmp_path / "server.log").read_text()
+    assert "gunicorn runs 2 worker processes, but the outbox is in memory" in log
+    assert "CDPTRACK_OUTBOX=sqlite:///" in log
+    with server(gunicorn("ordered_shops:flask_app", 1), env, log=True) as url, \
+            httpx.Client(base_url=url) as client:
+        form_journey(client)
+    assert "worker processes" not in (tmp_path / "server.log").read_text()

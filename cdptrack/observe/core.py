@@ -17,6 +17,7 @@ device, does not send Order Completed twice).  Everything about one request live
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -30,7 +31,7 @@ from ..events import ORDER_COMPLETED, Event
 from .build import build_events
 from .carts import request_cart
 from .deferred import BuildOrder, RequestEvents, detach, detachable, reduce_page_objects
-from .memory import Memory, memory_for
+from .memory import LocalMemory, Memory, memory_for, server_workers
 from .options import ObserveOptions
 from .page import plain_order
 from .state import RequestState
@@ -134,6 +135,7 @@ class Observer:
             tracker, "capture_deferred", None) if opts.defer_events else None
         # Builds touch the per-visitor memory: they run in request order (see BuildOrder).
         self.build_order = BuildOrder()
+        self._checked_pid = 0  # the process whose server was checked (see _check_workers)
 
     # -- start of a request --------------------------------------------------------------
 
@@ -299,6 +301,8 @@ class Observer:
             state.finished = time.time()
             if state.skip or not 200 <= state.status < 400:
                 return  # no events: nothing to hand over
+            if self._checked_pid != os.getpid():
+                self._check_workers()
             self.read_cart(state)
             user = state.user
             loader = self.options.user_loader
@@ -334,6 +338,23 @@ class Observer:
             state.raw = state.request = None  # no state <-> scope cycle for the GC
         except Exception:
             self.error("finish")
+
+    def _check_workers(self) -> None:
+        """Once per process: warn when the memory is this process's own but the server
+        runs several worker processes (each would remember its own carts and orders)."""
+        self._checked_pid = os.getpid()
+        if not isinstance(self.memory, LocalMemory):
+            return
+        workers = server_workers()
+        if workers is not None:
+            self.warn_once(
+                "memory_per_process",
+                f"cdptrack: {workers}, but the outbox is in memory, so each process "
+                "remembers its own visitors' carts, orders and sign-ins: a visitor whose "
+                "requests reach different workers gets repeated or missing Cart Updated, "
+                "and an order may be reported twice. Share the outbox: "
+                "CDPTRACK_OUTBOX=sqlite:////path/cdptrack.db for the workers of one host, "
+                "redis://host:6379/0 for a fleet.")
 
     def read_cart(self, state: RequestState, objects: list[Any] | None = None) -> None:
         """Read the shop's cart (the ``cart_loader``, ``objects`` an adapter found on the

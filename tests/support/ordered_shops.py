@@ -233,6 +233,11 @@ def make_flask_app() -> Any:
             g.db.commit()
         g.cart = basket
 
+    @app.after_request
+    def worker(response: Any) -> Any:
+        response.headers["X-Worker"] = str(os.getpid())
+        return response
+
     @app.teardown_request
     def close_db(exc: BaseException | None) -> None:
         db = g.pop("db", None)
