@@ -17,6 +17,7 @@ device, does not send Order Completed twice).  Everything about one request live
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -29,8 +30,8 @@ from ..capture import EventSink
 from ..events import ORDER_COMPLETED, Event
 from .build import build_events
 from .carts import request_cart
-from .deferred import RequestEvents, detach, detachable, reduce_page_objects
-from .memory import Memory, memory_for
+from .deferred import BuildOrder, RequestEvents, detach, detachable, reduce_page_objects
+from .memory import LocalMemory, Memory, memory_for, server_workers
 from .options import ObserveOptions
 from .page import plain_order
 from .state import RequestState
@@ -132,6 +133,9 @@ class Observer:
         self.commit_first = bool(getattr(getattr(tracker, "outbox", None), "durable", False))
         self._defer: Callable[[Any], None] | None = getattr(
             tracker, "capture_deferred", None) if opts.defer_events else None
+        # Builds touch the per-visitor memory: they run in request order (see BuildOrder).
+        self.build_order = BuildOrder()
+        self._checked_pid = 0  # the process whose server was checked (see _check_workers)
 
     # -- start of a request --------------------------------------------------------------
 
@@ -297,6 +301,8 @@ class Observer:
             state.finished = time.time()
             if state.skip or not 200 <= state.status < 400:
                 return  # no events: nothing to hand over
+            if self._checked_pid != os.getpid():
+                self._check_workers()
             self.read_cart(state)
             user = state.user
             loader = self.options.user_loader
@@ -309,18 +315,46 @@ class Observer:
                 except Exception:
                     self.error("user_loader")
             defer = self._defer
-            if defer is not None:
+            if defer is None:
+                events = self.events_of(state, user)
+            else:
                 # ORM rows and app-context objects: read now, while they can be.
                 reduce_page_objects(state, self.options.product_fields)
-            if defer is not None and detachable(state):
-                defer(RequestEvents(self.events_in_sender, state, detach(state, user)))
-                return
+                if detachable(state):
+                    defer(RequestEvents(self.events_in_sender, state, detach(state, user),
+                                        self.build_order))
+                    return
+                # What the view left is not readable later (objects the build reads):
+                # built on this thread, but in its turn, after the builds of the
+                # requests that finished before it (they may still wait for the
+                # sender), so both read and update the visitor's remembered cart in
+                # request order.
+                events = RequestEvents(self.events_of, state, user,
+                                       self.build_order).build()
+                self.counters["built_on_request"] += 1
             capture = self.tracker.capture
-            for event in self.events_of(state, user):
+            for event in events:
                 capture(event)
             state.raw = state.request = None  # no state <-> scope cycle for the GC
         except Exception:
             self.error("finish")
+
+    def _check_workers(self) -> None:
+        """Once per process: warn when the memory is this process's own but the server
+        runs several worker processes (each would remember its own carts and orders)."""
+        self._checked_pid = os.getpid()
+        if not isinstance(self.memory, LocalMemory):
+            return
+        workers = server_workers()
+        if workers is not None:
+            self.warn_once(
+                "memory_per_process",
+                f"cdptrack: {workers}, but the outbox is in memory, so each process "
+                "remembers its own visitors' carts, orders and sign-ins: a visitor whose "
+                "requests reach different workers gets repeated or missing Cart Updated, "
+                "and an order may be reported twice. Share the outbox: "
+                "CDPTRACK_OUTBOX=sqlite:////path/cdptrack.db for the workers of one host, "
+                "redis://host:6379/0 for a fleet.")
 
     def read_cart(self, state: RequestState, objects: list[Any] | None = None) -> None:
         """Read the shop's cart (the ``cart_loader``, ``objects`` an adapter found on the

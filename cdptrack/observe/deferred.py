@@ -21,8 +21,16 @@ what is not reduced: an order object, or declarations holding such objects.
 
 from __future__ import annotations
 
+import enum
+import os
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping
+from datetime import date, time, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
+from uuid import UUID
 
 from ..capture import DeferredBuild
 from ..events import Event
@@ -31,15 +39,20 @@ from .products import ProductFields, category_fields, product_list, product_snap
 from .state import RequestState
 from .visitor import identity_from_user
 
-# Builds a finished request's events on the sender thread: ``(state, identity) -> events``
-# (the observer's ``events_in_sender``; counting and de-duplication stay with it).
-EventBuilder = Callable[[RequestState, "dict[str, str] | None"], list[Event]]
+# Builds a finished request's events: ``(state, identity or user) -> events`` (the
+# observer's ``events_in_sender`` or ``events_of``; counting and de-duplication stay
+# with it).
+EventBuilder = Callable[[RequestState, Any], list[Event]]
 
 # Template context entries page inference reads (:func:`cdptrack.observe.page._context`).
 CONTEXT_KEYS = ("product", "products", "category", "results", "order")
 
 _PLAIN_TYPES: dict[type, bool] = dict.fromkeys(
     (str, int, float, bool, type(None), bytes), True)
+# Immutable values that read the same later on any thread (``datetime`` is a ``date``;
+# an ``Enum`` member's class is a subclass of ``Enum``): what shops keep money, keys and
+# times in, plain data as much as a number is.
+_VALUE_TYPES = (Decimal, UUID, date, time, timedelta, Fraction, enum.Enum)
 _SCALAR_TYPES = frozenset((str, int, float, bool, type(None)))
 _DEPTH = 3
 
@@ -47,9 +60,10 @@ _DEPTH = 3
 def _plain_type(kind: type) -> bool:
     known = _PLAIN_TYPES.get(kind)
     if known is None:
-        known = any(hasattr(kind, name) for name in
-                    ("__dataclass_fields__", "model_fields", "__pydantic_fields__")
-                    ) and not hasattr(kind, "_sa_class_manager")  # a SQLModel table row
+        known = issubclass(kind, _VALUE_TYPES) or (any(
+            hasattr(kind, name) for name in
+            ("__dataclass_fields__", "model_fields", "__pydantic_fields__")
+        ) and not hasattr(kind, "_sa_class_manager"))  # a SQLModel table row
         if len(_PLAIN_TYPES) < 512:
             _PLAIN_TYPES[kind] = known
     return known
@@ -153,25 +167,108 @@ def detach(state: RequestState, user: Any) -> dict[str, str] | None:
     return identity_from_user(user) if user is not None else None
 
 
-class RequestEvents(DeferredBuild):
-    """The deferred build of one request's events (see the module docstring)."""
+class BuildOrder:
+    """Runs one observer's builds in the order their requests finished, whichever
+    thread runs them.
 
-    __slots__ = ("_builder", "_identity", "_state")
+    Builds read and update what the observer remembers per visitor (the last cart, the
+    orders already reported, the users already identified): a build that overtook an
+    earlier request's build would compare a cart with one that is not yet remembered.
+    Most builds run on the tracker's sender thread in hand-over order; a request whose
+    objects must be read on its own thread is built there (:meth:`Observer.finish
+    <cdptrack.observe.core.Observer.finish>`).  Each build enters the order when its
+    request finishes; running one first runs every build that entered before it and has
+    not run yet (their events are kept for whoever hands them to the tracker), one build
+    at a time.  Entering is a ``deque.append``: no lock on the request path.
+    """
+
+    __slots__ = ("_lock", "_pid", "_waiting")
+
+    def __init__(self) -> None:
+        self._pid = os.getpid()
+        self._waiting: deque[RequestEvents] = deque()
+        self._lock = threading.Lock()
+
+    def _forked(self) -> None:
+        # A child process (gunicorn --preload) starts with no builds and a free lock;
+        # the parent's builds are the parent's.
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._waiting = deque()
+            self._lock = threading.Lock()
+
+    def enter(self, job: RequestEvents) -> None:
+        """``job``'s request finished: it runs after every build entered before it."""
+        if self._pid != os.getpid():
+            self._forked()
+        self._waiting.append(job)
+
+    def run_through(self, job: RequestEvents) -> None:
+        """Run the builds entered before ``job`` that have not run, then ``job``."""
+        if self._pid != os.getpid():
+            self._forked()
+        with self._lock:
+            waiting = self._waiting
+            while not job.done:
+                try:
+                    first = waiting.popleft()
+                except IndexError:  # never entered (made before a fork): on its own
+                    first = job
+                first.run()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
+class RequestEvents(DeferredBuild):
+    """The build of one request's events (see the module docstring), run in its turn
+    (:class:`BuildOrder`) when ``order`` is given."""
+
+    __slots__ = ("_builder", "_error", "_events", "_identity", "_order", "_state", "_what",
+                 "done")
 
     def __init__(self, builder: EventBuilder, state: RequestState,
-                 identity: dict[str, str] | None) -> None:
+                 identity: Any, order: BuildOrder | None = None) -> None:
         self._builder = builder
-        self._state = state
+        self._state: RequestState | None = state
+        self._what = (state.method, state.path)
         self._identity = identity
+        self._order = order
+        self._events: list[Event] = []
+        self._error: Exception | None = None
+        self.done = False
+        if order is not None:
+            order.enter(self)
+
+    def run(self) -> None:
+        """Build the events now and keep them (or the error) for :meth:`build`."""
+        if self.done:
+            return
+        state, self._state = self._state, None
+        try:
+            assert state is not None
+            self._events = self._builder(state, self._identity)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self.done = True
+            self._identity = None
 
     def build(self) -> list[Event]:
-        return self._builder(self._state, self._identity)
+        """The request's events, built in their turn; raises what the build raised."""
+        if self._order is not None:
+            self._order.run_through(self)
+        else:
+            self.run()
+        if self._error is not None:
+            raise self._error
+        return self._events
 
     @property
     def label(self) -> str:
-        state = self._state
-        return f"events of {state.method} {state.path}"
+        method, path = self._what
+        return f"events of {method} {path}"
 
 
-__all__ = ["CONTEXT_KEYS", "EventBuilder", "RequestEvents", "detach", "detachable",
+__all__ = ["CONTEXT_KEYS", "BuildOrder", "EventBuilder", "RequestEvents", "detach", "detachable",
            "reduce_object", "reduce_page_objects"]

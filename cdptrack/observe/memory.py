@@ -2,7 +2,7 @@
 already reported, the signed-in users already identified per visitor, and the details
 of products seen on product and category pages.
 
-Two kinds of memory with one interface:
+Three kinds of memory with one interface:
 
 * :class:`LocalMemory` (default): bounded LRUs in this process (``carts`` visitors,
   ``orders`` order keys); the oldest entry is forgotten first.
@@ -14,6 +14,8 @@ Two kinds of memory with one interface:
   visitor (``{prefix}:seen:<visitor>:<user>``, ``cart_ttl``).  When Redis does not
   answer, the local memory stands in (counted by the caller as ``memory_fallback``) so a
   Redis outage never loses or blocks an event.
+* :class:`SQLiteMemory`: used when the outbox is a SQLite file, in that file, so that
+  the worker processes of one host agree (one small transaction per read or update).
 
 Product details (price, name, ...) seen on pages are kept in this process only
 (``products`` entries, least recently seen forgotten first): they complete cart and
@@ -28,7 +30,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -233,6 +238,188 @@ class RedisMemory:
             return self.local.first_sight(key)
 
 
+_SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS memory_carts (
+    visitor TEXT PRIMARY KEY, lines TEXT NOT NULL, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS memory_keys (
+    kind TEXT NOT NULL, key TEXT NOT NULL, seen REAL NOT NULL, PRIMARY KEY (kind, key));
+CREATE INDEX IF NOT EXISTS memory_carts_seen ON memory_carts (seen);
+CREATE INDEX IF NOT EXISTS memory_keys_seen ON memory_keys (kind, seen);
+"""
+# Expired entries are deleted once per this many writes of a process.
+_SQLITE_PRUNE_EVERY = 1000
+
+
+class SQLiteMemory:
+    """Host-wide memory in the SQLite outbox's file (tables ``memory_carts`` and
+    ``memory_keys``), so that every worker process of a server on one host agrees on
+    each visitor's cart, the orders reported and the users identified.  Each read or
+    update is one transaction (``BEGIN IMMEDIATE``: a cart update is a read and a write
+    no other process comes between).  Entries expire like Redis keys (``cart_ttl``,
+    ``order_ttl``).  When the file cannot be used, the local memory stands in."""
+
+    def __init__(self, path: str, *, carts: int = 100_000, orders: int = 10_000,
+                 cart_ttl: int = CART_TTL, order_ttl: int = ORDER_TTL) -> None:
+        self.path = path
+        self.local = LocalMemory(carts, orders)
+        self.cart_ttl, self.order_ttl = cart_ttl, order_ttl
+        self.failures = 0
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._writes = 0
+
+    def _connection(self) -> sqlite3.Connection:
+        # Called with self._lock held.  A connection is never used across fork().
+        if self._conn is None or self._pid != os.getpid():
+            directory = os.path.dirname(os.path.abspath(self.path))
+            os.makedirs(directory, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.executescript(_SQLITE_SCHEMA)
+            self._conn, self._pid = conn, os.getpid()
+        return self._conn
+
+    def _failed(self, what: str) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 1000 == 0:
+            logger.warning("cdptrack: the SQLite file %s cannot keep the %s memory; this "
+                           "process remembers on its own meanwhile (%d failures)",
+                           self.path, what, self.failures, exc_info=self.failures == 1)
+
+    def _pruned(self, conn: sqlite3.Connection, now: float) -> None:
+        self._writes += 1
+        if self._writes % _SQLITE_PRUNE_EVERY == 0:
+            conn.execute("DELETE FROM memory_carts WHERE seen < ?", (now - self.cart_ttl,))
+            conn.execute("DELETE FROM memory_keys WHERE kind = 'order' AND seen < ?",
+                         (now - self.order_ttl,))
+            conn.execute("DELETE FROM memory_keys WHERE kind = 'seen' AND seen < ?",
+                         (now - self.cart_ttl,))
+
+    def update_cart(self, visitor: str, change: CartChange
+                    ) -> tuple[Lines | None, Lines | None]:
+        """:meth:`LocalMemory.update_cart` in one transaction of the file."""
+        try:
+            with self._lock:
+                conn = self._connection()
+                now = time.time()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = conn.execute(
+                        "SELECT lines, seen FROM memory_carts WHERE visitor = ?",
+                        (visitor,)).fetchone()
+                    old = _lines(row[0]) if row and row[1] >= now - self.cart_ttl else None
+                    new = change(old)
+                    if new is not None:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO memory_carts (visitor, lines, seen) "
+                            "VALUES (?, ?, ?)",
+                            (visitor, json.dumps(new, separators=(",", ":")), now))
+                        self._pruned(conn, now)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+        except Exception:
+            self._failed("cart")
+            return self.local.update_cart(visitor, change)
+        return old, new
+
+    def swap_cart(self, visitor: str, lines: Lines) -> Lines | None:
+        """Remember ``lines`` as the visitor's cart; the cart remembered before."""
+        old, _ = self.update_cart(visitor, lambda _old: lines)
+        return old
+
+    def last_cart(self, visitor: str) -> Lines | None:
+        """The visitor's remembered cart (``None``: never seen)."""
+        try:
+            with self._lock:
+                row = self._connection().execute(
+                    "SELECT lines, seen FROM memory_carts WHERE visitor = ?",
+                    (visitor,)).fetchone()
+        except Exception:
+            self._failed("cart")
+            return self.local.last_cart(visitor)
+        return _lines(row[0]) if row and row[1] >= time.time() - self.cart_ttl else None
+
+    def remember_products(self, products: Iterable[Any]) -> None:
+        """Product details stay in this process (see the module docstring)."""
+        self.local.remember_products(products)
+
+    def complete_lines(self, lines: Iterable[Any]) -> None:
+        """:meth:`LocalMemory.complete_lines`."""
+        self.local.complete_lines(lines)
+
+    def _first(self, kind: str, key: str, ttl: int) -> bool:
+        with self._lock:
+            conn = self._connection()
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT seen FROM memory_keys WHERE kind = ? AND key = ?",
+                                   (kind, key)).fetchone()
+                first = row is None or row[0] < now - ttl
+                if first:
+                    conn.execute("INSERT OR REPLACE INTO memory_keys (kind, key, seen) "
+                                 "VALUES (?, ?, ?)", (kind, key, now))
+                    self._pruned(conn, now)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return first
+
+    def first_report(self, key: str) -> bool:
+        """``True`` the first time ``key`` (an order id) is reported by any process
+        using the file."""
+        try:
+            return self._first("order", key, self.order_ttl)
+        except Exception:
+            self._failed("order")
+            return self.local.first_report(key)
+
+    def first_sight(self, key: str) -> bool:
+        """``True`` the first time ``key`` (visitor + user) is seen by any process
+        using the file."""
+        try:
+            return self._first("seen", key, self.cart_ttl)
+        except Exception:
+            self._failed("identity")
+            return self.local.first_sight(key)
+
+
+def server_workers() -> str | None:
+    """What says this process is one of several worker processes of one server, or
+    ``None``: a uWSGI worker with ``processes`` above 1, or a gunicorn worker whose
+    master (its parent process) has more than one child (read from ``/proc``, so Linux
+    only).  Nothing is guessed where it cannot be read."""
+    import sys
+
+    uwsgi = sys.modules.get("uwsgi")
+    numproc = getattr(uwsgi, "numproc", 0) if uwsgi is not None else 0
+    if isinstance(numproc, int) and numproc > 1:
+        return f"uWSGI runs {numproc} worker processes"
+    if "gunicorn.workers.base" in sys.modules:
+        parent = os.getppid()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as f:
+                children = f.read().split()
+        except OSError:
+            return None
+        if len(children) > 1:
+            return f"gunicorn runs {len(children)} worker processes"
+    return None
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite outbox URL (``sqlite:///rel.db``, ``sqlite:////abs.db``)."""
+    rest = url[len("sqlite://"):].partition("?")[0]
+    return rest[1:] if rest.startswith("/") and len(rest) > 1 else None
+
+
 def _lines(raw: Any) -> Lines | None:
     if raw is None:
         return None
@@ -243,15 +430,22 @@ def _lines(raw: Any) -> Lines | None:
     return found if isinstance(found, dict) else None
 
 
-Memory = LocalMemory | RedisMemory
+Memory = LocalMemory | RedisMemory | SQLiteMemory
 
 
 def memory_for(outbox_url: str | None, *, orders: int = 10_000) -> Memory:
-    """:class:`RedisMemory` when the outbox URL is Redis, else :class:`LocalMemory`."""
+    """:class:`RedisMemory` when the outbox URL is Redis (a fleet agrees),
+    :class:`SQLiteMemory` in the same file when it is SQLite (the processes of one host
+    agree), else :class:`LocalMemory` (this process only)."""
     text = (outbox_url or "").strip()
     if text.startswith(("redis://", "rediss://", "unix://")):
         return RedisMemory(text, orders=orders)
+    if text.startswith("sqlite://"):
+        path = sqlite_path(text)
+        if path is not None:
+            return SQLiteMemory(path, orders=orders)
     return LocalMemory(orders=orders)
 
 
-__all__ = ["CART_TTL", "ORDER_TTL", "LocalMemory", "Memory", "RedisMemory", "memory_for"]
+__all__ = ["CART_TTL", "ORDER_TTL", "LocalMemory", "Memory", "RedisMemory", "SQLiteMemory",
+           "memory_for", "server_workers", "sqlite_path"]
