@@ -121,6 +121,9 @@ def test_repeated_cookie_fields_keep_the_visitor_in_django_asgi_on_uvicorn(
     ("ids=1,2,3; sc=A1", {"ids": "1,2,3", "sc": "A1"}),
     ("sc=A1,", {"sc": "A1"}),  # an empty last field
     (",sc=A1", {"sc": "A1"}),  # an empty first field
+    ("sc=A1,,", {"sc": "A1"}),  # two empty fields after it (wsgiref)
+    ("sc=A1, , ", {"sc": "A1"}),  # the same, joined by waitress
+    ("theme=dark,,sc=A1", {"sc": "A1", "theme": "dark"}),  # an empty field between
 ])
 def test_commas_split_cookies_only_where_a_cookie_name_follows(
         header: str, expected: dict[str, str]) -> None:

@@ -113,7 +113,7 @@ def parse_cookies(header: str | None, wanted: tuple[str, ...]) -> dict[str, str]
 
 # A comma where a server joined two Cookie fields: followed by a cookie name (an RFC 9110
 # token) and "=", or by nothing (an empty last field).
-_JOINED_FIELD = re.compile(r",(?=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+=|$))")
+_JOINED_FIELD = re.compile(r",(?=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+=|,|$))")
 
 
 def split_joined_cookie_fields(header: str) -> str:
@@ -128,11 +128,11 @@ def split_joined_cookie_fields(header: str) -> str:
     ``"theme=dark,sc=CDA6..."`` and a reader that splits on ``;`` only (werkzeug's and
     Django's cookie parsers do) never finds ``sc``.
 
-    A comma starts a new cookie here only when a cookie name and ``=`` follow it (or
-    nothing does).  A value holding commas (``prefs={"a":1,"b":2}``, ``ids=1,2,3``) is
-    kept whole; the one value read differently is one containing ``,name=``, which
-    RFC 6265 excludes (no cookie-octet is a comma).  ``header`` without a comma is
-    returned as it is.
+    A comma starts a new cookie here only when a cookie name and ``=`` follow it, or
+    nothing or another comma does (an empty field).  A value holding commas
+    (``prefs={"a":1,"b":2}``, ``ids=1,2,3``) is kept whole; the one value read
+    differently is one containing ``,name=``, which RFC 6265 excludes (no cookie-octet
+    is a comma).  ``header`` without a comma is returned as it is.
     """
     if "," not in header:
         return header
