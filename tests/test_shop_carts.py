@@ -340,3 +340,38 @@ def test_request_state_cart_rows_are_read_while_their_database_session_is_open()
     event = tracker.one("Cart Updated")
     assert event.properties["added"] == [
         {"product_id": "10", "quantity": 2, "price": 59.9, "name": "Boot"}]
+
+
+def test_a_cart_no_source_shows_is_warned_about_once_per_route_and_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A shop whose cart lives in a table that only the cart page's template shows (no
+    ``g.cart``, no ``cart_loader``, nothing in the session): adding to it sends nothing,
+    so the shop owner is told once, with what to do, and the misses are counted."""
+    engine = create_engine("sqlite://", poolclass=StaticPool,
+                           connect_args={"check_same_thread": False})
+    Base.metadata.create_all(engine)
+    with Session(engine) as db:
+        db.add_all([Product(id=10, name="Boot", price=Decimal("59.90")), Cart(id=1)])
+        db.commit()
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "test"
+
+    @app.post("/cart/add")
+    def cart_add() -> Any:
+        with Session(engine) as db:
+            db.add(CartLine(cart_id=1, product_id=int(request.form["product_id"]),
+                            quantity=1, price=Decimal("59.90")))
+            db.commit()
+        return redirect("/cart")
+
+    tracker = ListTracker()
+    CDPTrack(app, tracker=tracker, defer_events=False)
+    client = app.test_client()
+    client.set_cookie("sc", SC)
+    with caplog.at_level("WARNING", logger="cdptrack"):
+        for _ in range(3):
+            client.post("/cart/add", data={"product_id": "10"}).close()
+    warned = [r.getMessage() for r in caplog.records if "cart_not_found" in r.getMessage()]
+    assert len(warned) == 1 and "/cart/add" in warned[0] and "cart_loader" in warned[0]
+    assert tracker.named("Cart Updated") == []
+    assert app.extensions["cdptrack"].stats()["cart_not_found"] == 3

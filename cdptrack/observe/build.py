@@ -66,6 +66,11 @@ _HOW_TO_PRICE_CART = (
     "keep the price in the cart lines, or register catalogue=lambda product_id: {...}; "
     "the Yespo tracker refuses a StatusCart with an unpriced line, so it is skipped "
     "(counted as missing_field:price)")
+_HOW_TO_FIND_CART = (
+    "the request changed the cart but no cart source showed cdptrack a cart, so no Cart "
+    "Updated is sent (counted as cart_not_found): pass cart_loader=lambda request: "
+    "lines, or put the cart on g.cart (Flask), request.state.cart (Starlette/FastAPI) or "
+    "request.basket (Django), or keep it in session['cart']")
 _HOW_TO_PRICE = (
     "return the product from the view (a dict, dataclass, pydantic or ORM object), put it "
     "in the template context as 'product', call track.product(price=...), or register "
@@ -352,6 +357,12 @@ def build_events(state: RequestState, options: ObserveOptions,
 
     old_cart, new_cart, cart_id = _cart_before_after(state, decl, kind, carts,
                                                      bought_from_memory)
+    if (old_cart is None and new_cart is None and kind == "cart"
+            and state.method not in ("GET", "HEAD") and status < 400):
+        # A change request to a cart route, and no cart anywhere: a database cart that
+        # only its template shows.  Said once per route, counted every time.
+        out.problems.append("cart_not_found")
+        warn_missing(state, "a cart change", "cart", _HOW_TO_FIND_CART)
     changes = cart_changes(old_cart, new_cart)
     if changes is not None:
         added, removed = event_lines(changes[0]), event_lines(changes[1])
