@@ -54,6 +54,15 @@ summary_logger = logging.getLogger("cdptrack.summary")
 _LIVE: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 
+def summary_level(stats: Mapping[str, Mapping[str, int]], drained: bool) -> int:
+    """The level of the counters table logged at shutdown: INFO when the run was clean,
+    WARNING when an event was dropped or dead-lettered, or the drain did not finish (so
+    a server that shows only warnings, as gunicorn and uvicorn do for app loggers,
+    shows it)."""
+    lost = any(row.get("dropped", 0) or row.get("dead", 0) for row in stats.values())
+    return logging.WARNING if lost or not drained else logging.INFO
+
+
 class Tracker:
     """Send canonical events to every configured destination, off the request path.
 
@@ -222,8 +231,10 @@ class Tracker:
             sender.start()
             self._sender = sender
             self._pid = pid
-            logger.debug("sender started in pid %d (outbox %s)", pid,
-                         self._outbox.url)
+            enabled = self._config.enabled()
+            logger.info("sending to %s (outbox %s, pid %d)%s",
+                        ", ".join(enabled) or "no destination", self._outbox.url, pid,
+                        " in dry run: nothing leaves" if self._config.dry_run else "")
             return sender
 
     def _started(self) -> bool:
@@ -279,8 +290,9 @@ class Tracker:
             assert sender is not None
             left = max(0.5, timeout - (time.monotonic() - started))
             ok = sender.stop(left) and ok
-            summary_logger.info("shut down (%s):\n%s", "drained" if ok else "not drained",
-                                format_table(self.stats()))
+            stats = self.stats()
+            summary_logger.log(summary_level(stats, ok), "shut down (%s):\n%s",
+                               "drained" if ok else "not drained", format_table(stats))
             lost = self._lost_at_shutdown() - lost_before
             if lost:
                 logger.warning("shut down after %.1fs with %d deliveries undelivered; they "
