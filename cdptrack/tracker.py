@@ -50,6 +50,9 @@ from .events import Event
 logger = logging.getLogger("cdptrack")
 # The counters table at shutdown; its own name so a CLI that prints the table can mute it.
 summary_logger = logging.getLogger("cdptrack.summary")
+# The line saying the sender started and where it sends; its own name so the CLI, which
+# prints what it does itself, hears it only with -v.
+start_logger = logging.getLogger("cdptrack.start")
 
 _LIVE: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
@@ -231,10 +234,10 @@ class Tracker:
             sender.start()
             self._sender = sender
             self._pid = pid
-            enabled = self._config.enabled()
-            logger.info("sending to %s (outbox %s, pid %d)%s",
-                        ", ".join(enabled) or "no destination", self._outbox.url, pid,
-                        " in dry run: nothing leaves" if self._config.dry_run else "")
+            enabled = ", ".join(self._config.enabled()) or "no destination"
+            dry = " in dry run: nothing leaves" if self._config.dry_run else ""
+            start_logger.info("sending to %s (outbox %s, pid %d)%s", enabled,
+                              self._outbox.url, pid, dry)
             return sender
 
     def _started(self) -> bool:

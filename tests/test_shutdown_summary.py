@@ -36,6 +36,12 @@ def config(server: ApiServer) -> Config:
                   yespo_site_id="site-1", yespo_tracker_url=server.url + "/api/v2")
 
 
+def hear_info(caplog: pytest.LogCaptureFixture) -> None:
+    # Each logger named: a CLI run in this process may have set a child's level.
+    for name in ("cdptrack", "cdptrack.start", "cdptrack.summary"):
+        caplog.set_level(logging.INFO, logger=name)
+
+
 def summary_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records
             if r.name == "cdptrack.summary" and r.getMessage().startswith("shut down")]
@@ -53,7 +59,7 @@ def test_the_level_follows_the_counters() -> None:
 def test_a_clean_run_is_summarised_at_info(server: ApiServer,
                                            caplog: pytest.LogCaptureFixture) -> None:
     server.default = Reply(200)
-    caplog.set_level(logging.INFO, logger="cdptrack")
+    hear_info(caplog)
     tracker = Tracker(config(server), **FAST)
     tracker.capture(product_viewed(1))
     assert tracker.shutdown(10)
@@ -67,7 +73,7 @@ def test_a_clean_run_is_summarised_at_info(server: ApiServer,
 def test_a_dead_letter_makes_the_summary_a_warning(server: ApiServer,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     server.default = Reply(400, '{"error": "refused"}')
-    caplog.set_level(logging.INFO, logger="cdptrack")
+    hear_info(caplog)
     tracker = Tracker(config(server), **FAST)
     tracker.capture(product_viewed(1))
     tracker.shutdown(10)
@@ -80,7 +86,7 @@ def test_a_dead_letter_makes_the_summary_a_warning(server: ApiServer,
 def test_a_dropped_event_makes_the_summary_a_warning(server: ApiServer,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     server.default = Reply(200)
-    caplog.set_level(logging.INFO, logger="cdptrack")
+    hear_info(caplog)
     tracker = Tracker(config(server), **FAST)
     no_price = track("Product Viewed", {"product_id": "p-1"},
                      visitor={"sc": "CDA68358-94FB-4D83-9655-3FEB3C4114A3"})
@@ -131,6 +137,6 @@ def test_the_readme_recipe_shows_the_info_lines_without_one_per_request(
         server: ApiServer) -> None:
     server.default = Reply(200)
     shown = child(server, recipe=True)
-    assert "INFO cdptrack: sending to customerio" in shown
+    assert "INFO cdptrack.start: sending to customerio" in shown
     assert "INFO cdptrack.summary: shut down (drained)" in shown
     assert "HTTP Request" not in shown
