@@ -30,8 +30,9 @@ EXTRAS = {"jsonschema": "sink", "flask": "flask", "fastapi": "fastapi", "uvicorn
 
 VERBOSE_HELP = "log every HTTP request and debug details (default: warnings and summaries)"
 
-# Loggers that write a line per HTTP request; heard only with -v.
-CHATTY_LOGGERS = ("cdptrack.http", "httpx", "httpcore")
+# Loggers that write a line per HTTP request, and the tracker's start-up line (the
+# commands say what they do themselves); heard only with -v.
+CHATTY_LOGGERS = ("cdptrack.http", "cdptrack.start", "httpx", "httpcore")
 
 
 def configure_logging(verbose: bool) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import DESTINATIONS, Config
+from .config import DESTINATIONS, Config, ConfigError
 from .destinations import render_event
 from .events import (
     CART_UPDATED,
@@ -109,7 +109,13 @@ def route_table(found: AppRoutes, config: Config, *, app: str | None = None
     ``destinations`` (configured or not), ``when`` and ``reach`` (what the conditions
     and destination answers mean), ``notes`` and ``routes``, one row per route (see
     :func:`~cdptrack.observe.routes.plan_route`) whose events carry ``destinations``."""
-    options = found.observer.options if found.observer is not None else ObserveOptions()
+    if found.observer is not None:
+        options = found.observer.options
+    else:  # what the middleware would read when installed: the CDPTRACK_* variables
+        try:
+            options = ObserveOptions.from_env()
+        except ConfigError:
+            options = ObserveOptions()
     cache: dict[str, dict[str, str]] = {}
     rows = []
     for route in found.routes:

@@ -50,8 +50,20 @@ from .events import Event
 logger = logging.getLogger("cdptrack")
 # The counters table at shutdown; its own name so a CLI that prints the table can mute it.
 summary_logger = logging.getLogger("cdptrack.summary")
+# The line saying the sender started and where it sends; its own name so the CLI, which
+# prints what it does itself, hears it only with -v.
+start_logger = logging.getLogger("cdptrack.start")
 
 _LIVE: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def summary_level(stats: Mapping[str, Mapping[str, int]], drained: bool) -> int:
+    """The level of the counters table logged at shutdown: INFO when the run was clean,
+    WARNING when an event was dropped or dead-lettered, or the drain did not finish (so
+    a server that shows only warnings, as gunicorn and uvicorn do for app loggers,
+    shows it)."""
+    lost = any(row.get("dropped", 0) or row.get("dead", 0) for row in stats.values())
+    return logging.WARNING if lost or not drained else logging.INFO
 
 
 class Tracker:
@@ -222,8 +234,10 @@ class Tracker:
             sender.start()
             self._sender = sender
             self._pid = pid
-            logger.debug("sender started in pid %d (outbox %s)", pid,
-                         self._outbox.url)
+            enabled = ", ".join(self._config.enabled()) or "no destination"
+            dry = " in dry run: nothing leaves" if self._config.dry_run else ""
+            start_logger.info("sending to %s (outbox %s, pid %d)%s", enabled,
+                              self._outbox.url, pid, dry)
             return sender
 
     def _started(self) -> bool:
@@ -279,8 +293,9 @@ class Tracker:
             assert sender is not None
             left = max(0.5, timeout - (time.monotonic() - started))
             ok = sender.stop(left) and ok
-            summary_logger.info("shut down (%s):\n%s", "drained" if ok else "not drained",
-                                format_table(self.stats()))
+            stats = self.stats()
+            summary_logger.log(summary_level(stats, ok), "shut down (%s):\n%s",
+                               "drained" if ok else "not drained", format_table(stats))
             lost = self._lost_at_shutdown() - lost_before
             if lost:
                 logger.warning("shut down after %.1fs with %d deliveries undelivered; they "

@@ -26,10 +26,18 @@ def make_observer(
     **flat: Any,
 ) -> tuple[Observer, bool]:
     """An observer from an adapter's flat keyword options; ``True`` when the tracker was
-    created here (the adapter then owns its start and shutdown)."""
+    created here (the adapter then owns its start and shutdown).
+
+    Without ``options`` the observe options come from the ``CDPTRACK_*`` environment
+    variables (``CDPTRACK_CURRENCY``, ...), with the flat keyword options winning, as
+    the destination settings do; a ready ``options`` object is taken as it is (the
+    Flask and Django adapters build theirs from the environment and their own
+    settings first)."""
     config_kw, observe_kw = split_options(flat)
-    opts = (options or ObserveOptions()).with_overrides(**observe_kw) if observe_kw \
-        else (options or ObserveOptions())
+    if options is None:
+        opts = ObserveOptions.from_env(**observe_kw)
+    else:
+        opts = options.with_overrides(**observe_kw) if observe_kw else options
     created = False
     if tracker is None:
         from .tracker import Tracker  # the delivery engine: imported only when needed

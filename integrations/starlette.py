@@ -5,7 +5,9 @@
 ``SessionMiddleware`` or authentication middleware however they were added (before or
 after ``setup``), so the live ``scope["session"]`` is there before the view runs and the
 cart can be compared.  A tracker made here is started and flushed by the app's lifespan
-messages; the app's own lifespan is left untouched.
+messages; the app's own lifespan is left untouched.  FastAPI's documentation pages
+(``/openapi.json``, ``/docs``, ``/docs/oauth2-redirect``, ``/redoc``, wherever the app
+puts them) are added to ``ignore_paths``: never tracked, like static files.
 
 With a bare ``app.add_middleware(CDPTrackMiddleware, ...)``, add it *before*
 ``SessionMiddleware`` in your code (Starlette runs later additions outside earlier ones),
@@ -27,6 +29,7 @@ from cdptrack.asgi import CDPTrackMiddleware
 from cdptrack.capture import EventSink
 from cdptrack.config import Config
 from cdptrack.observe.core import Observer
+from cdptrack.observe.options import ObserveOptions, split_options
 from cdptrack.observe.routes import AppRoutes, Route, sort_methods
 from cdptrack.wiring import make_observer
 
@@ -41,12 +44,33 @@ def setup(app: Starlette, config: Config | None = None, *, tracker: EventSink | 
         loader = user_loader
         options["user_loader"] = lambda raw: loader(
             raw if isinstance(raw, Request) else Request(raw))
-    observer, owns = make_observer(tracker, config=config, **options)
+    config_kw, observe_kw = split_options(options)
+    opts = ObserveOptions.from_env(**observe_kw)
+    never = opts.static_prefixes + opts.ignore_paths
+    docs = tuple(path for path in api_docs_paths(app) if not path.startswith(never))
+    if docs:  # FastAPI's own documentation pages are no shop pages
+        opts = opts.with_overrides(ignore_paths=opts.ignore_paths + docs)
+    observer, owns = make_observer(tracker, config=config, options=opts, **config_kw)
     app.user_middleware.append(
         Middleware(CDPTrackMiddleware, observer=observer,  # type: ignore[arg-type]
                    manage_tracker=owns))
     app.state.cdptrack = observer
     return observer
+
+
+def api_docs_paths(app: Any) -> tuple[str, ...]:
+    """The paths of FastAPI's generated API documentation on ``app`` (its
+    ``openapi_url``, ``docs_url`` with ``swagger_ui_oauth2_redirect_url``, and
+    ``redoc_url``; those switched off are ``None``), which ``setup()`` never tracks.
+    A Starlette app has none."""
+    openapi = getattr(app, "openapi_url", None)
+    if not isinstance(openapi, str) or not openapi:
+        return ()  # FastAPI serves no documentation without the schema
+    docs = getattr(app, "docs_url", None)
+    found = [openapi, docs, getattr(app, "redoc_url", None)]
+    if docs:
+        found.append(getattr(app, "swagger_ui_oauth2_redirect_url", None))
+    return tuple(path for path in found if isinstance(path, str) and path.startswith("/"))
 
 
 def app_routes(app: Any) -> AppRoutes:
@@ -131,4 +155,4 @@ def _add(route: Any, prefix: str, out: list[Route]) -> None:
         prefix + path_format, html))
 
 
-__all__ = ["CDPTrackMiddleware", "app_routes", "setup"]
+__all__ = ["CDPTrackMiddleware", "api_docs_paths", "app_routes", "setup"]

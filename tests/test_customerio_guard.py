@@ -96,8 +96,9 @@ def test_through_a_flask_shop_the_sink_sees_no_invalid_request(
         assert "Product List Viewed" in cio and "Product List Filtered" not in cio
         stats = tracker.stats()["customerio"]
         assert stats["dropped:invalid_field:filters.value"] == 2
-        warnings = [r.getMessage() for r in caplog.records
-                    if "invalid_field:filters.value" in r.getMessage()]
+        warnings = [r.getMessage() for r in caplog.records  # the shutdown table aside
+                    if "invalid_field:filters.value" in r.getMessage()
+                    and r.name != "cdptrack.summary"]
         assert len(warnings) == 1, warnings
         assert "Product List Filtered from http://localhost/category/boots" in warnings[0]
         assert "properties.filters[0].value: 42 is not of type 'string'" in warnings[0]

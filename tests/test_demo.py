@@ -103,9 +103,19 @@ def test_explicit_base_urls_win_over_the_demos_sink(tmp_path: Path) -> None:
     assert "orangepill" not in {r["api"] for r in records}
 
 
+def test_exit_without_shoppers_walks_a_few_and_succeeds(tmp_path: Path) -> None:
+    # `cdptrack demo --no-browser --exit`, as the README's set-up block runs it.
+    done, records = run_demo(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 shoppers are walking through the store" in done.stdout
+    assert "Shoppers: 3" in done.stdout
+    assert {r["api"] for r in records} == set(EXPECTED)
+    assert all(r["valid"] for r in records)
+
+
 def test_demo_fails_when_an_api_receives_nothing(tmp_path: Path) -> None:
     # No shoppers: nothing is browsed, so no API receives anything.
-    done, records = run_demo(tmp_path)
+    done, records = run_demo(tmp_path, "--shoppers", "0")
     assert done.returncode == 1
     assert "yespo_tracker  nothing" in done.stdout
     assert "FAILED" in done.stdout

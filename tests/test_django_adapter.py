@@ -635,6 +635,16 @@ def test_settings_dict_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert collected.labels() == ["page", "Product List Viewed"]  # the rule on url_name
 
 
+def test_currency_from_the_environment_and_the_setting_winning(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CDPTRACK_CURRENCY", "EUR")
+    for setting, expected in (({}, "EUR"), ({"currency": "USD"}, "USD")):
+        collected = ListTracker()
+        with override_settings(CDPTRACK={"tracker": collected, **setting}):
+            shopper().get("/offers/SUMMER/")  # track.product(price=5): no currency
+        assert collected.one("Product Viewed").properties["currency"] == expected
+
+
 def test_settings_mistakes_fail_at_start_up_not_in_requests() -> None:
     with override_settings(CDPTRACK={"cookie_nmae": "x"}), pytest.raises(ConfigError):
         CDPTrackMiddleware(lambda request: HttpResponse())

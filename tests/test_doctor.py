@@ -98,6 +98,30 @@ def test_typos_and_orphan_urls_are_warned_about() -> None:
     assert "CDPTRACK_CUSTOMERIO_URL is set but customerio is off" in text
 
 
+def test_middleware_options_are_settings_and_are_checked() -> None:
+    result = diagnose({"CDPTRACK_ORANGEPILL_API_KEY": KEY, "CDPTRACK_CURRENCY": "EUR",
+                       "CDPTRACK_COOKIE_DOMAIN": ".shop.example",
+                       "CDPTRACK_SESSION_SECRET": "s3cret-session-key"})
+    assert result.ok, result.errors
+    assert result.warnings == []
+    assert result.options == {"CDPTRACK_COOKIE_DOMAIN": ".shop.example",
+                              "CDPTRACK_CURRENCY": "EUR",
+                              "CDPTRACK_SESSION_SECRET": "<redacted>"}
+    assert "s3cret-session-key" not in json.dumps(result.to_dict())
+    typo = diagnose({"CDPTRACK_ORANGEPILL_API_KEY": KEY, "CDPTRACK_CURENCY": "EUR"})
+    assert any("did you mean CDPTRACK_CURRENCY" in w for w in typo.warnings)
+    bad = diagnose({"CDPTRACK_ORANGEPILL_API_KEY": KEY, "CDPTRACK_PAGE_VIEWS": "some"})
+    assert not bad.ok
+    assert any("page_views" in e for e in bad.errors)
+
+
+def test_the_command_lists_middleware_options() -> None:
+    done = doctor({"CDPTRACK_ORANGEPILL_API_KEY": KEY, "CDPTRACK_CURRENCY": "EUR"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not a cdptrack setting" not in done.stdout
+    assert "CDPTRACK_CURRENCY=EUR" in done.stdout
+
+
 def test_live_check_against_a_sink_and_a_closed_port() -> None:
     keys = {"CDPTRACK_YESPO_SITE_ID": "DEMO", "CDPTRACK_YESPO_API_KEY": KEY,
             "CDPTRACK_CUSTOMERIO_API_KEY": KEY, "CDPTRACK_ORANGEPILL_API_KEY": KEY}

@@ -319,3 +319,102 @@ def test_orangepill_person_events_are_shown_as_sent_once_the_visitor_is_known() 
     product = row(json.loads(off.stdout), "/product/<product_id>")
     assert product["requests"]["GET"]["events"][1]["destinations"]["orangepill"] == (
         "orangepill_identity")
+
+
+# --- FastAPI's documentation pages, the route count, where an import failed -----------
+
+FASTAPI_SHOP = """
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+    from cdptrack.integrations.fastapi import setup
+
+    app = FastAPI(docs_url="/api-docs")
+
+    @app.get("/products/{product_id}", response_class=HTMLResponse)
+    def product(product_id: str) -> str:
+        return "<h1>product</h1>"
+
+    @app.api_route("/cart", methods=["GET", "POST"], response_class=HTMLResponse)
+    def cart() -> str:
+        return "<h1>cart</h1>"
+
+    setup(app, tracker=TRACKER)
+"""
+DOCS = ("/openapi.json", "/api-docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def fastapi_shop(folder: Path, tracker: str = "None") -> None:
+    (folder / "docs_shop.py").write_text(
+        textwrap.dedent(FASTAPI_SHOP).replace("TRACKER", tracker))
+
+
+def test_fastapi_documentation_pages_are_never_tracked(tmp_path: Path) -> None:
+    fastapi_shop(tmp_path)
+    result = cli("docs_shop:app", "--app-dir", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    for path in DOCS:
+        found = row(document, path)
+        assert found["tracked"] is False, found
+        assert all(not plan["tracked"] for plan in found["requests"].values())
+    assert row(document, "/products/{product_id}")["tracked"] is True
+    text = cli("docs_shop:app", "--app-dir", str(tmp_path)).stdout
+    docs_line = next(line for line in text.splitlines() if " /redoc " in line)
+    assert "nothing" in docs_line and "page" not in docs_line
+
+    # At request time too: the pages answer, nothing is sent and no cookie is set.
+    from fastapi import FastAPI
+    from fastapi.responses import HTMLResponse
+
+    from cdptrack.integrations.fastapi import setup
+
+    tracker = ListTracker()
+    app = FastAPI(docs_url="/api-docs")
+
+    @app.get("/products/{product_id}", response_class=HTMLResponse)
+    def product(product_id: str) -> str:
+        return "<h1>product</h1>"
+
+    setup(app, tracker=tracker, defer_events=False)
+    with TestClient(app) as client:
+        for path in DOCS:
+            response = client.get(path + ("?state=x" if "oauth2" in path else ""))
+            assert response.status_code == 200, path
+            assert "sc" not in response.cookies, path
+        assert tracker.events == []
+        client.get("/products/7")
+    assert "Product Viewed" in tracker.labels()
+
+
+def test_the_header_counts_routes_and_method_route_pairs(tmp_path: Path) -> None:
+    fastapi_shop(tmp_path)
+    result = cli("docs_shop:app", "--app-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    table = [line for line in lines[2:] if line.startswith(("GET ", "POST "))]
+    # Six routes (two of the shop, four of FastAPI's docs), /cart with GET and POST.
+    assert lines[0] == "fastapi app docs_shop:app: 6 routes (7 method/route pairs)"
+    assert len(table) == 7
+
+
+def test_an_import_failure_names_the_shops_own_line(tmp_path: Path) -> None:
+    (tmp_path / "env_shop.py").write_text(textwrap.dedent("""
+        import json
+        import os
+
+        SECRET = os.environ["SHOP_SECRET_THAT_IS_NOT_SET"]
+    """))
+    (tmp_path / "parse_shop.py").write_text(textwrap.dedent("""
+        import json
+
+        SETTINGS = json.loads("{not json")
+    """))
+    result = cli("env_shop:app", "--app-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "KeyError" in result.stderr
+    assert f"(at {tmp_path / 'env_shop.py'}:5)" in result.stderr, result.stderr
+    assert "frozen" not in result.stderr
+    result = cli("parse_shop:app", "--app-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert "JSONDecodeError" in result.stderr
+    assert f"(at {tmp_path / 'parse_shop.py'}:4)" in result.stderr, result.stderr

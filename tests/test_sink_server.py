@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -260,3 +261,56 @@ def test_sink_command_rejects_a_bad_failure_spec() -> None:
                           capture_output=True, text=True, env=env, timeout=30)
     assert done.returncode == 2
     assert "unknown failure mode" in done.stderr
+
+
+def test_the_banners_variables_make_a_shop_send_to_every_api() -> None:
+    # What a newcomer does: start the sink, export what it prints, send an event.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDPTRACK_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "cdptrack.cli", "sink", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        assert proc.stdout is not None
+        out: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [out.put(x) for x in proc.stdout or ()],
+                         daemon=True).start()
+        exports: dict[str, str] = {}
+        lines: list[str] = []
+        while True:
+            try:  # a banner without the read API would otherwise be waited for forever
+                line = out.get(timeout=30)
+            except queue.Empty:
+                pytest.fail("the banner ended without the read API:\n" + "".join(lines))
+            lines.append(line)
+            if line.strip().startswith("export "):
+                name, _, value = line.strip().removeprefix("export ").partition("=")
+                exports[name] = value
+            if "/api/clear" in line:
+                break
+        text = "".join(lines)
+        assert "dummy keys" in text and "/api/summary" in text and "/api/clear" in text
+        assert {"CDPTRACK_YESPO_SITE_ID", "CDPTRACK_YESPO_API_KEY",
+                "CDPTRACK_CUSTOMERIO_API_KEY", "CDPTRACK_ORANGEPILL_API_KEY"} <= set(exports)
+        base = text.split("cdptrack sink on ", 1)[1].split()[0]
+        event = {"type": "track", "event": "Product Viewed",
+                 "visitor": {"sc": "CDA68358-94FB-4D83-9655-3FEB3C4114A3", "user_id": "u-1",
+                             "email": "jane@example.com",
+                             "orangepill_identity": "634b56217f6a7b0be52dffbd"},
+                 "properties": {"product_id": "72354", "name": "Boot", "price": 754,
+                                "currency": "USD"}}
+        sent = subprocess.run([sys.executable, "-m", "cdptrack.cli", "send"],
+                              input=json.dumps(event) + "\n", capture_output=True,
+                              text=True, env={**env, **exports}, timeout=60)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        summary = httpx.get(base + "/api/summary").json()
+        assert set(summary) == {"yespo_tracker", "yespo_events", "customerio", "orangepill"}
+        assert all(entry["invalid"] == 0 for entry in summary.values())
+        records = httpx.get(base + "/api/requests").json()["records"]
+        assert {r["api"] for r in records} == set(summary)
+        assert "sink-key" not in json.dumps(records)
+        assert httpx.post(base + "/api/clear").status_code == 200
+        assert httpx.get(base + "/api/summary").json() == {}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

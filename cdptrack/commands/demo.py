@@ -6,7 +6,9 @@ dummy credentials (site id ``DEMO``, keys ``demo-key``: masked like real ones); 
 tracker sends to the sink, whose inspector shows every request live.  ``--shoppers N``
 walks N simulated shoppers through the store over real HTTP; with ``--exit`` the demo
 then flushes, prints what each API received and exits non-zero when a request failed
-validation, an API received nothing, or a shopper hit an error.  ``CDPTRACK_*``
+validation, an API received nothing, or a shopper hit an error.  ``--exit`` without
+``--shoppers`` walks :data:`EXIT_SHOPPERS` shoppers (a demo that exits must have
+browsed something).  ``CDPTRACK_*``
 variables set in the environment win over the demo's own (e.g. a base URL of your own).
 """
 
@@ -32,6 +34,9 @@ DEMO_SETTINGS: dict[str, str] = {
     "CDPTRACK_ORANGEPILL_API_KEY": "demo-key",
 }
 
+# Shoppers walked by ``--exit`` when ``--shoppers`` is not given.
+EXIT_SHOPPERS = 3
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--framework", choices=("flask", "fastapi"), default="flask",
@@ -40,14 +45,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the shop's port on 127.0.0.1 (default 5000, 0 = any free)")
     parser.add_argument("--sink-port", type=int, default=8765,
                         help="the sink and inspector's port (default 8765, 0 = any free)")
-    parser.add_argument("--shoppers", type=int, default=0, metavar="N",
-                        help="walk N simulated shoppers through the store")
+    parser.add_argument("--shoppers", type=int, default=None, metavar="N",
+                        help="walk N simulated shoppers through the store (default: "
+                             f"none, or {EXIT_SHOPPERS} with --exit)")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="shoppers at a time (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed for the shoppers' choices")
     parser.add_argument("--exit", action="store_true",
                         help="after the shoppers: flush, print a summary and exit "
-                             "(non-zero if anything failed validation or an API got nothing)")
+                             "(non-zero if anything failed validation or an API got "
+                             f"nothing); implies --shoppers {EXIT_SHOPPERS} when not given")
     parser.add_argument("--flush-timeout", type=float, default=30.0,
                         help="seconds to wait for delivery with --exit (default 30)")
     parser.add_argument("--record", metavar="FILE", help="also record requests to FILE")
@@ -151,6 +158,14 @@ def shop_routes(framework: str, app: Any, config: Any) -> dict[str, Any] | None:
         return None
 
 
+def shopper_count(shoppers: int | None, exit_after: bool) -> int:
+    """Shoppers to walk: the ``--shoppers`` given, else :data:`EXIT_SHOPPERS` with
+    ``--exit`` (which judges what the APIs received), else none."""
+    if shoppers is not None:
+        return max(0, shoppers)
+    return EXIT_SHOPPERS if exit_after else 0
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 
@@ -158,10 +173,12 @@ def run(args: argparse.Namespace) -> int:
     from ..sink import FailurePlan, FaultSpecError, Sink
     from ..tracker import Tracker
 
+    shoppers = shopper_count(args.shoppers, args.exit)
+
     if not getattr(args, "verbose", False):
         # One INFO line per delivered request would bury the summary.
         logging.getLogger("httpx").setLevel(logging.WARNING)
-        if args.shoppers:
+        if shoppers:
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
         failures = FailurePlan.parse(args.fail) if args.fail else None
@@ -198,11 +215,11 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_browser and not args.exit:
             webbrowser.open(sink.url + "/")
         runs: list[Any] = []
-        if args.shoppers > 0:
+        if shoppers > 0:
             from .demo_shoppers import run_shoppers
 
-            print(f"\n{args.shoppers} shoppers are walking through the store…", flush=True)
-            runs = run_shoppers(shop.url, args.shoppers, args.framework, seed=args.seed,
+            print(f"\n{shoppers} shoppers are walking through the store…", flush=True)
+            runs = run_shoppers(shop.url, shoppers, args.framework, seed=args.seed,
                                 concurrency=args.concurrency)
         if not args.exit:
             print("\nPress Ctrl-C to stop.", flush=True)

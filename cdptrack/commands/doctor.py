@@ -16,6 +16,10 @@ answer, and it says its streams' lengths and its dead letters.  A Redis password
 masked everywhere.  Without ``--live`` doctor checks the configuration alone, so it can
 run anywhere (a CI job), not only on the host that runs the shop.
 
+The middleware's options (``CDPTRACK_CURRENCY``, ``CDPTRACK_COOKIE_DOMAIN``, ... : every
+:class:`~cdptrack.observe.options.ObserveOptions` name) are read as every adapter reads
+them: those set are listed, and one that cannot work is an error.
+
 Exit status: 0 when at least one destination is on and nothing is wrong, 1 otherwise (a
 setting that cannot work, no destination on, or with ``--live`` an endpoint that does
 not answer or an outbox that cannot be used).
@@ -47,6 +51,7 @@ from ..delivery.outbox import Outbox
 from ..delivery.outbox_redis import redact_url
 from ..delivery.outbox_url import open_outbox
 from ..destinations.base import basic_auth
+from ..observe.options import ObserveOptions, env_option_names
 
 HELP = "what is configured, what is missing, and whether endpoints answer"
 
@@ -95,6 +100,8 @@ class Diagnosis:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    # The middleware's options set in the environment: variable -> value as shown.
+    options: dict[str, str] = field(default_factory=dict)
     outbox: OutboxState | None = None
     config: Config | None = field(default=None, repr=False)  # for --live; never printed
 
@@ -111,11 +118,29 @@ class Diagnosis:
             "errors": self.errors,
             "warnings": self.warnings,
             "settings": self.settings,
+            "options": self.options,
         }
 
 
 def known_variables() -> set[str]:
-    return {"CDPTRACK_" + f.name.upper() for f in fields(Config)}
+    """Every ``CDPTRACK_*`` variable cdptrack reads: the destination settings and the
+    middleware's options."""
+    return {"CDPTRACK_" + f.name.upper() for f in fields(Config)} | set(env_option_names())
+
+
+def _observe_options(environ: Mapping[str, str], result: Diagnosis) -> None:
+    """Check the middleware options set in ``environ`` as the adapters read them, and
+    list them (a session secret masked)."""
+    names = env_option_names()
+    try:
+        ObserveOptions.from_env(environ)
+    except (ConfigError, TypeError, ValueError) as err:
+        result.errors.append(f"middleware options cannot work: {err}")
+    for variable in sorted(names):
+        value = environ.get(variable)
+        if value:
+            shown = "<redacted>" if names[variable] == "session_secret" else value
+            result.options[variable] = shown
 
 
 def diagnose(environ: Mapping[str, str]) -> Diagnosis:
@@ -133,6 +158,7 @@ def diagnose(environ: Mapping[str, str]) -> Diagnosis:
         result.errors.append(f"configuration cannot work: {err}")
         return result
     result.config = config
+    _observe_options(environ, result)
     settings = config.describe()
     result.settings = {k: v for k, v in settings.items()
                        if k in ("dry_run", "customerio_region", "customerio_strict")}
@@ -418,6 +444,9 @@ def report(result: Diagnosis, live: bool) -> str:
             lines.append("       (--live looks at it)")
     if result.settings:
         lines += ["", "  " + ", ".join(f"{k}={v}" for k, v in result.settings.items())]
+    if result.options:
+        lines += ["", "  middleware options from the environment:"]
+        lines += [f"    {k}={v}" for k, v in result.options.items()]
     for warning in result.warnings:
         lines.append(f"  warning: {warning}")
     for error in result.errors:

@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import importlib.util
 import json
 import os
 import re
+import site
 import sys
+import sysconfig
 import traceback
 from typing import Any
 
@@ -151,11 +154,47 @@ def _literal_call(spec: str, text: str) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _failure(what: str, error: BaseException) -> str:
-    """One line: what failed, the error, and the innermost frame that raised it."""
+    """One line: what failed, the error, and where: the innermost frame of the app's own
+    code (see :func:`app_frame`), else the innermost frame."""
     frames = traceback.extract_tb(error.__traceback__)
-    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    frame = app_frame(frames) or (frames[-1] if frames else None)
+    where = f" (at {frame.filename}:{frame.lineno})" if frame is not None else ""
     message = str(error).splitlines()[0] if str(error) else ""
     return f"{what} failed: {type(error).__name__}: {message}{where}"
+
+
+def _library_dirs() -> tuple[str, ...]:
+    """Where the standard library, installed packages and cdptrack itself live."""
+    paths = sysconfig.get_paths()
+    found = {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}  # cdptrack/
+    adapters = importlib.util.find_spec("cdptrack.integrations")  # installed apart
+    for location in (adapters.submodule_search_locations or []) if adapters else []:
+        found.add(os.path.abspath(location))
+    for name in ("stdlib", "platstdlib", "purelib", "platlib"):
+        if paths.get(name):
+            found.add(os.path.abspath(paths[name]))
+    for path in (*site.getsitepackages(), site.getusersitepackages()):
+        found.add(os.path.abspath(path))
+    return tuple(path.rstrip(os.sep) + os.sep for path in found)
+
+
+def app_frame(frames: list[traceback.FrameSummary]) -> traceback.FrameSummary | None:
+    """The innermost frame that belongs to the app: not frozen (``<frozen os>``) or
+    generated code, not the standard library, an installed package (``site-packages``)
+    or cdptrack.  ``None`` when every frame is library code."""
+    libraries = _library_dirs()
+    for frame in reversed(frames):
+        name = frame.filename
+        if not name or name.startswith("<"):
+            continue
+        path = os.path.abspath(name)
+        parts = path.split(os.sep)
+        if "site-packages" in parts or "dist-packages" in parts:
+            continue
+        if path.startswith(libraries):
+            continue
+        return frame
+    return None
 
 
 def framework_of(app: Any) -> str | None:
@@ -222,8 +261,12 @@ def format_table(document: dict[str, Any]) -> str:
             rows.append((method, route["route"], plan["kind"] or "-", plan["key"] or "-",
                          plan["source"], sends))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [f"{document['framework']} app {document['app'] or ''}".rstrip() + ": "
-             + f"{len(document['routes'])} routes"]
+    count = len(document["routes"])
+    pairs = len(rows) - 1
+    counted = f"{count} route{'s' if count != 1 else ''}"
+    if pairs != count:
+        counted += f" ({pairs} method/route pair{'s' if pairs != 1 else ''})"
+    lines = [f"{document['framework']} app {document['app'] or ''}".rstrip() + ": " + counted]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
               for r in rows]
     if used:

@@ -104,9 +104,9 @@ def send_stream(sources: list[IO[str]], tracker: Tracker, err: TextIO, *,
 
 def mute_summary_log(args: argparse.Namespace) -> None:
     """The command prints the counters table itself; the tracker's own table at shutdown
-    would repeat it (it is still logged with ``-v``)."""
+    (INFO, or WARNING after a loss) would repeat it (it is still logged with ``-v``)."""
     if not getattr(args, "verbose", False):
-        logging.getLogger("cdptrack.summary").setLevel(logging.WARNING)
+        logging.getLogger("cdptrack.summary").setLevel(logging.ERROR)
 
 
 def wait_delivered(tracker: Tracker, total: int, timeout: float, bar: Progress) -> bool:

@@ -69,8 +69,13 @@ def banner(sink: object) -> str:
 
     assert isinstance(sink, Sink)
     lines = [f"cdptrack sink on {sink.url}", f"  inspector: {sink.url}/", "",
-             "Point a shop at it with:"]
-    lines += [f"  export {name}={url}" for name, url in sink.env().items()]
+             "Point a shop at it with these variables. A shop sends nothing to an API",
+             "whose key is unset, so set dummy keys too (the sink takes any key and",
+             "never records it):"]
+    lines += [f"  export {name}={value}" for name, value in sink.shop_env().items()]
+    lines += ["", "What it received, as JSON: GET /api/summary (counts per API), "
+                  "GET /api/requests",
+              "(the records); POST /api/clear forgets them."]
     if sink.failures:
         lines += ["", f"Failing on purpose: {sink.failures.describe()}"]
     if sink.recorder.path:

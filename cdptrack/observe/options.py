@@ -3,19 +3,24 @@
 :class:`cdptrack.Config` says where events go; :class:`ObserveOptions` says how a shop's
 requests become events.  They are kept apart so the renderers never see request-side
 settings and the middleware never sees API keys.  Every option has a plain default that
-works for a typical Flask or Starlette shop; a Flask app can set each scalar option as
-``app.config["CDPTRACK_<NAME>"]`` (for example ``CDPTRACK_COOKIE_DOMAIN``).
+works for a typical Flask or Starlette shop.  Every adapter also reads each option from
+the environment variable ``CDPTRACK_<NAME>`` (for example ``CDPTRACK_CURRENCY``), and a
+Flask app from ``app.config["CDPTRACK_<NAME>"]``; options given in code win (see
+:meth:`ObserveOptions.from_env`).  A callable option (``user_loader``, ``cart_loader``,
+``catalogue``, ``consent``) is written ``module:function`` there, a mapping
+(``route_rules``, ``product_fields``, ``identity_keys``) as JSON, a list comma-separated.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..config import Config, ConfigError, Secret
+from ..config import Config, ConfigError, Secret, import_callable
 
 TWO_YEARS = 2 * 365 * 24 * 3600
 
@@ -185,8 +190,11 @@ class ObserveOptions:
             object.__setattr__(self, "product_fields", json.loads(self.product_fields))
         if self.product_fields is not None and not isinstance(self.product_fields, Mapping):
             raise ConfigError("product_fields must map product properties to field names")
+        identity_keys = self.identity_keys
+        if isinstance(identity_keys, str):
+            identity_keys = json.loads(identity_keys)
         keys = {**DEFAULT_IDENTITY_KEYS}
-        for name, value in dict(self.identity_keys).items():
+        for name, value in dict(identity_keys).items():
             keys[name] = (value,) if isinstance(value, str) else tuple(value)
         object.__setattr__(self, "identity_keys", keys)
         for name in ("search_params", "static_prefixes", "static_suffixes", "ignore_paths"):
@@ -219,6 +227,14 @@ class ObserveOptions:
         if unknown:
             raise ConfigError(f"unknown observe option(s): {', '.join(sorted(unknown))}")
         return cls(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 **overrides: Any) -> ObserveOptions:
+        """The options the ``CDPTRACK_<NAME>`` environment variables set (``environ``,
+        default ``os.environ``), with ``overrides`` (an adapter's keyword options)
+        winning.  What every adapter and middleware starts from."""
+        return cls.from_mapping(os.environ if environ is None else environ, **overrides)
 
     def forwarded_hops(self) -> tuple[int, int, int]:
         """Trusted proxies for X-Forwarded-For, -Proto and -Host (0: header ignored)."""
@@ -258,11 +274,25 @@ OPTION_NAMES: frozenset[str] = frozenset(f.name for f in fields(ObserveOptions))
 CONFIG_NAMES: frozenset[str] = frozenset(f.name for f in fields(Config))
 
 
+_CALLABLE_OPTIONS = {"user_loader", "cart_loader", "catalogue", "consent"}
+
+
+def env_option_names() -> dict[str, str]:
+    """``CDPTRACK_<NAME>`` → option name, for every observe option."""
+    return {"CDPTRACK_" + name.upper(): name for name in sorted(OPTION_NAMES)}
+
+
 def _coerce(name: str, raw: Any) -> Any:
     if name in _BOOL_OPTIONS and isinstance(raw, str):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if name in _INT_OPTIONS and isinstance(raw, str):
-        return int(raw)
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"CDPTRACK_{name.upper()} must be a whole number, "
+                              f"not {raw!r}") from None
+    if name in _CALLABLE_OPTIONS and isinstance(raw, str):
+        return import_callable(raw, f"CDPTRACK_{name.upper()}")
     return raw
 
 
@@ -293,5 +323,6 @@ __all__ = [
     "TWO_YEARS",
     "ObserveOptions",
     "RouteRule",
+    "env_option_names",
     "split_options",
 ]

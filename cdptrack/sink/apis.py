@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ..config import URL_FIELDS, env_name
+from ..config import CREDENTIAL_FIELDS, URL_FIELDS, env_name
 from . import validate
 
 # Path prefix on the sink -> API name (the ``cdptrack render`` destination names).
@@ -47,6 +47,12 @@ BASE_PATHS: dict[str, str] = {
 CONFIG_NAMES: dict[str, str] = dict(URL_FIELDS)
 ENV_NAMES: dict[str, str] = {api: env_name(field) for api, field in URL_FIELDS.items()}
 API_NAMES: tuple[str, ...] = tuple(BASE_PATHS)
+# Credentials a shop sends the sink with: a shop sends nothing to an API whose key (or
+# Yespo site id) is unset, and the sink takes any non-empty key (never recording it).
+DUMMY_CREDENTIALS: dict[str, str] = {
+    env_name(field): "SINK" if field == "yespo_site_id" else "sink-key"
+    for field in CREDENTIAL_FIELDS.values()
+}
 
 _ORANGEPILL_EVENT = re.compile(r"^/v1/identities/([^/]+)/person/event/([^/]+)/?$")
 _ORANGEPILL_PERSON = re.compile(r"^/v1/identities/([^/]+)/person/?$")

@@ -25,6 +25,7 @@ from .apis import (
     API_NAMES,
     BASE_PATHS,
     CONFIG_NAMES,
+    DUMMY_CREDENTIALS,
     ENV_NAMES,
     Answer,
     Incoming,
@@ -138,6 +139,11 @@ class Sink:
     def env(self) -> dict[str, str]:
         """The ``CDPTRACK_*_URL`` environment variables pointing at this sink."""
         return {ENV_NAMES[api]: url for api, url in self.base_urls().items()}
+
+    def shop_env(self) -> dict[str, str]:
+        """Everything a shop needs to send each API here: the ``CDPTRACK_*_URL``
+        variables and dummy credentials (an API whose key is unset gets nothing)."""
+        return {**self.env(), **DUMMY_CREDENTIALS}
 
     def config_overrides(self) -> dict[str, str]:
         """``Config`` keyword arguments pointing at this sink."""
