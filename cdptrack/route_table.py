@@ -34,11 +34,12 @@ from .observe.routes import WHEN, AppRoutes, plan_route
 FORMAT = "cdptrack-routes/1"
 # Destination answers besides the renderers' own reasons.
 SENT = "sent"
-KNOWN_VISITOR = "known_visitor"  # sent once the visitor has an email, phone or user id
+KNOWN_VISITOR = "known_visitor"  # sent once the visitor is known (see REACH)
 WITH_IDENTITY = "orangepill_identity"  # sent once the visitor has an Orangepill identity
 REACH = {
     SENT: "sent",
-    KNOWN_VISITOR: "sent when the visitor has an email, phone or user id",
+    KNOWN_VISITOR: ("sent once the visitor is known (Yespo v1/event: an email, phone or "
+                    "customer id; Orangepill: a signed-in user with an email or phone)"),
     WITH_IDENTITY: "sent when the visitor has an Orangepill identity",
     "not_configured": "this API is not configured",
     "no_mapping": "this API has no form for the event",
