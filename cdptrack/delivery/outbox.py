@@ -172,6 +172,11 @@ class Outbox(abc.ABC):
         """Handed-out deliveries that were not finished (shutdown).  A durable outbox
         keeps them for the next start; the memory outbox loses them."""
 
+    def taking(self) -> bool:
+        """False once a graceful stop began (a Redis worker's ``stop_taking``): lanes
+        then start nothing new, and hand back what waited behind a busy visitor."""
+        return True
+
     @abc.abstractmethod
     def backlog(self) -> dict[str, int]:
         """Deliveries waiting per destination (not counting ones handed out)."""
