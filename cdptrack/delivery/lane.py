@@ -50,7 +50,7 @@ from .callbacks import Callbacks
 from .counters import Counters
 from .http import HTTPClient, HTTPError
 from .identities import IdentityProvisioner, IdentityUnavailable
-from .ordering import PARK_LIMIT, VisitorGate
+from .ordering import VisitorGate
 from .outbox import DeadLetter, Delivery, Outbox, truncate
 from .retry import RetryPolicy, classify, parse_retry_after, wait_event
 from .skips import record_skips
@@ -120,8 +120,9 @@ class Lane:
         self._client: HTTPClient | None = None
         self.busy = 0  # workers holding deliveries right now
         # Per-visitor order (see :mod:`.ordering`), and a signal that parked deliveries
-        # went below PARK_LIMIT again.
+        # went below the outbox's park limit again.
         self._gate = VisitorGate()
+        self._park_limit = max(1, outbox.park_limit)
         self._room = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -180,7 +181,7 @@ class Lane:
     async def _worker(self) -> None:
         gate = self._gate
         while True:
-            if gate.parked >= PARK_LIMIT:
+            if gate.parked >= self._park_limit:
                 # Enough waits behind busy visitors; take more once some of it left.
                 self._room.clear()
                 await wait_event(self._room, IDLE_RECHECK)
@@ -205,7 +206,7 @@ class Lane:
                         break
                     # Then what waited behind this worker's visitors, in order.
                     ready, held = gate.release(held, self._pull)
-                if gate.parked < PARK_LIMIT:
+                if gate.parked < self._park_limit:
                     self._room.set()
             finally:
                 self.busy -= 1

@@ -11,7 +11,10 @@ the outbox (which is the order they were accepted): while one worker holds a del
 of visitor V (sending it, waiting for a retry, or waiting for V's Orangepill identity),
 every later delivery of V that another worker takes is parked behind it, and the worker
 that holds V sends them, in order, once it is done with what it holds.  Other visitors'
-deliveries go on in parallel: only V waits behind V.
+deliveries go on in parallel: only V waits behind V.  Parking is bounded: once a lane
+holds ``Outbox.park_limit`` parked deliveries (``PARK_LIMIT``, or fewer for a small
+memory outbox), its workers take nothing more from the outbox until some are sent, so
+the outbox's own bound (and its ``queue_full`` drops) still holds.
 
 The visitor is :func:`visitor_key`: the ``sc`` cookie (the browser, which is what a
 cart belongs to and what stays the same when the shopper signs in), else the user id,
@@ -27,11 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 
 from ..events import Event
-from .outbox import Delivery
-
-# Deliveries a lane keeps parked behind busy visitors before its workers stop taking
-# more from the outbox (the outbox's own bound then applies, as before).
-PARK_LIMIT = 10_000
+from .outbox import PARK_LIMIT, Delivery
 
 
 def visitor_key(event: Event) -> str | None:
