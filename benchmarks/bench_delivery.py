@@ -78,11 +78,17 @@ def config_for(port: int, destinations: tuple[str, ...]) -> Config:
     return Config(**values)
 
 
-def make_events(n: int) -> list[Event]:
+VISITORS = 1000  # distinct shoppers (sc cookies) the events are spread over
+
+
+def make_events(n: int, visitors: int = VISITORS) -> list[Event]:
+    """``n`` product views, round-robin over ``visitors`` shoppers (each with its own
+    ``sc`` and e-mail): the realistic case is many shoppers at once, each with a few
+    events in flight.  ``visitors=1`` is the worst case for per-visitor ordering."""
     return [track("Product Viewed", {"product_id": f"sku-{i}", "price": 19.9, "currency": "USD",
                                      "name": "Blue shoe", "category": "shoes"},
-                  visitor={"sc": "CDA68358-94FB-4D83-9655-3FEB3C4114A3",
-                           "email": f"buyer{i % 500}@example.com",
+                  visitor={"sc": f"CDA68358-94FB-4D83-9655-{i % visitors:012X}",
+                           "email": f"buyer{i % visitors}@example.com",
                            "orangepill_identity": "634b56217f6a7b0be52dffbd"})
             for i in range(n)]
 
@@ -170,6 +176,13 @@ def main() -> None:
             requests = sum(row["sent"] for row in stats.values())
             rows.append((f"delivery, {label}",
                          f"{rate:,.0f} events/s ({requests:,} messages accepted)"))
+        one = make_events(args.events, visitors=1)
+        for label, destinations in [
+            ("all four APIs, one visitor", all_four),
+            ("Customer.io only, one visitor", ("customerio",)),
+        ]:
+            rate, _ = delivery_rate(config_for(port, destinations), one)
+            rows.append((f"delivery, {label}", f"{rate:,.0f} events/s"))
         with tempfile.TemporaryDirectory() as tmp:
             small = events[: min(len(events), 5000)]
             rate, _ = delivery_rate(config_for(port, all_four), small,
@@ -180,7 +193,7 @@ def main() -> None:
         collector.join()
 
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"{args.events:,} events\n")
+          f"{args.events:,} events over {VISITORS:,} visitors\n")
     width = max(len(name) for name, _ in rows)
     print(f"| {'measure':<{width}} | result |")
     print(f"| {'-' * width} | --- |")

@@ -21,8 +21,9 @@ The id found is remembered, handed to ``on_identity(user_id, identity_id)`` (onc
 it was created or found by lookup; a callback that raises is logged and counted as
 ``on_identity_error``) and set on the event, which is then rendered as usual.
 
-Bounds: the waiting is done by the lane's workers (at most ``concurrency`` deliveries
-wait; the rest stay in the outbox, which is bounded as always), and a create, with its
+Bounds: the waiting is done by the lane's workers (one per waiting visitor; that
+visitor's later deliveries are parked behind it in order, see :mod:`.ordering`; the
+rest stay in the outbox, which is bounded as always), and a create, with its
 retries, gets at most ``wait`` seconds.  When it is refused (a final 4xx), runs out of
 time, or answers without an id, :class:`IdentityUnavailable` says why and the lane
 dead-letters the waiting event with that reason (``cdptrack replay`` sends it again,

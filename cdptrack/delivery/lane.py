@@ -12,6 +12,15 @@ endpoint, so one malformed message cannot take its neighbours to the dead-letter
 only the messages refused singly are dead-lettered.  A 401/403 (bad credentials) or a
 batch that runs out of retry time dead-letters each of its messages directly.
 
+Per-visitor order: a visitor's deliveries leave in the order the lane took them from
+the outbox (the order they were accepted).  While a worker holds a delivery of visitor
+V (in flight, waiting for a retry, or for V's Orangepill identity), a later delivery of V
+that another worker takes is parked behind it, and the worker holding V sends it next
+(:mod:`.ordering`); other visitors' deliveries go on in parallel.  A batch carries a
+visitor's messages in order, and a visitor's next batch waits for the one before.  So a
+visitor waits behind its own earlier delivery at most until that one is sent or
+dead-lettered (its retry deadline), never behind another visitor.
+
 Every retry re-sends the same bytes, so Customer.io's ``messageId`` and Orangepill's
 ``idempotency-key`` header are the same on every attempt.
 
@@ -41,8 +50,9 @@ from .callbacks import Callbacks
 from .counters import Counters
 from .http import HTTPClient, HTTPError
 from .identities import IdentityProvisioner, IdentityUnavailable
+from .ordering import VisitorGate
 from .outbox import DeadLetter, Delivery, Outbox, truncate
-from .retry import RetryPolicy, classify, parse_retry_after
+from .retry import RetryPolicy, classify, parse_retry_after, wait_event
 from .skips import record_skips
 
 logger = logging.getLogger("cdptrack")
@@ -109,6 +119,11 @@ class Lane:
         self._tasks: list[asyncio.Task[None]] = []
         self._client: HTTPClient | None = None
         self.busy = 0  # workers holding deliveries right now
+        # Per-visitor order (see :mod:`.ordering`), and a signal that parked deliveries
+        # went below the outbox's park limit again.
+        self._gate = VisitorGate()
+        self._park_limit = max(1, outbox.park_limit)
+        self._room = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -152,6 +167,11 @@ class Lane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        parked = self._gate.drain()
+        if parked:  # taken from the outbox, never sent: handed back like the rest
+            self._outbox.release(parked)
+            if not self._outbox.durable:
+                self._counters.drop(self.destination, "shutdown", len(parked))
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -159,27 +179,53 @@ class Lane:
     # -- the worker loop ---------------------------------------------------------------
 
     async def _worker(self) -> None:
+        gate = self._gate
         while True:
+            if gate.parked >= self._park_limit:
+                # Enough waits behind busy visitors; take more once some of it left.
+                self._room.clear()
+                await wait_event(self._room, IDLE_RECHECK)
+                continue
             deliveries = self._outbox.next_for(self.destination, self._pull)
             if not deliveries:
                 await self._sleep()
                 continue
+            # Per-visitor order: what another worker's visitor owns waits behind it.
+            ready, held = gate.admit(deliveries)
             self.busy += 1
             try:
-                await self._deliver(deliveries)
-            except asyncio.CancelledError:
-                self._outbox.release(deliveries)
-                if not self._outbox.durable:
-                    self._counters.drop(self.destination, "shutdown", len(deliveries))
-                raise
-            except Exception:
-                # A bug must not kill the worker nor loop forever on the same rows.
-                logger.exception("%s lane failed on %d deliveries",
-                                 self.destination, len(deliveries))
-                self._counters.drop(self.destination, "error", len(deliveries))
-                self._outbox.settle(deliveries)
+                while True:
+                    if ready:
+                        await self._deliver_guarded(ready)
+                    if not held:
+                        break
+                    if not self._outbox.taking():
+                        # A graceful stop: what waited behind was never started; it goes
+                        # back to the outbox with the rest of the unstarted work.
+                        self._outbox.release(gate.release_all(held))
+                        break
+                    # Then what waited behind this worker's visitors, in order.
+                    ready, held = gate.release(held, self._pull)
+                if gate.parked < self._park_limit:
+                    self._room.set()
             finally:
                 self.busy -= 1
+
+    async def _deliver_guarded(self, deliveries: Sequence[Delivery]) -> None:
+        """Deliver and settle; on shutdown hand the deliveries back; on a bug, drop
+        them (counted), never killing the worker nor looping on the same rows."""
+        try:
+            await self._deliver(deliveries)
+        except asyncio.CancelledError:
+            self._outbox.release(deliveries)
+            if not self._outbox.durable:
+                self._counters.drop(self.destination, "shutdown", len(deliveries))
+            raise
+        except Exception:
+            logger.exception("%s lane failed on %d deliveries",
+                             self.destination, len(deliveries))
+            self._counters.drop(self.destination, "error", len(deliveries))
+            self._outbox.settle(deliveries)
 
     async def _deliver(self, deliveries: Sequence[Delivery]) -> None:
         batchable: list[tuple[WireRequest, Delivery]] = []

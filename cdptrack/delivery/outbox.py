@@ -40,6 +40,9 @@ from .identity_store import IdentityStore, MemoryIdentityStore
 Payload = Event | Mapping[str, Any]
 
 MAX_RESPONSE_CHARS = 2000
+# Deliveries a lane may keep parked behind busy visitors (see :mod:`.ordering`) before
+# its workers take no more from the outbox, so the outbox's own bound still holds.
+PARK_LIMIT = 1000
 
 
 @dataclass(slots=True)
@@ -102,6 +105,9 @@ class Outbox(abc.ABC):
     # dispatcher then routes every event to every enabled destination without rendering
     # (a destination that skips it counts its reason when the lane renders).
     lazy_render: bool = False
+    # How many deliveries per lane may wait parked behind a busy visitor, taken out of
+    # the outbox (so they count against its bound: the memory outbox lowers it).
+    park_limit: int = PARK_LIMIT
 
     # -- capture side ----------------------------------------------------------------
 
@@ -171,6 +177,11 @@ class Outbox(abc.ABC):
     def release(self, deliveries: Iterable[Delivery]) -> None:
         """Handed-out deliveries that were not finished (shutdown).  A durable outbox
         keeps them for the next start; the memory outbox loses them."""
+
+    def taking(self) -> bool:
+        """False once a graceful stop began (a Redis worker's ``stop_taking``): lanes
+        then start nothing new, and hand back what waited behind a busy visitor."""
+        return True
 
     @abc.abstractmethod
     def backlog(self) -> dict[str, int]:

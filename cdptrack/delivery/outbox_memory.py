@@ -6,7 +6,9 @@ Bounds (so a dead API can never make the process grow without limit):
   *new* event and counts ``dropped:queue_full`` for every enabled destination;
 * at most ``max_queue`` deliveries wait per destination; when one destination's lane is
   full (its API is down or slow), only that destination drops the new delivery
-  (``dropped:queue_full``); the other destinations still get the event.
+  (``dropped:queue_full``); the other destinations still get the event.  A lane may
+  also hold up to ``min(max_queue, PARK_LIMIT)`` deliveries parked behind a busy visitor
+  (:mod:`.ordering`), taken out of that queue.
 
 Nothing spills to disk here: use the SQLite outbox when events must survive a crash or a
 long outage.  Events still queued at shutdown are counted as ``dropped:shutdown``.
@@ -34,6 +36,8 @@ class MemoryOutbox(Outbox):
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self.max_queue = max_queue
+        # Parked deliveries are taken out of a lane's queue: at most another max_queue.
+        self.park_limit = min(self.park_limit, max_queue)
         self.max_dead_letters = max_dead_letters
         self._reset()
 

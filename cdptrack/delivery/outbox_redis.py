@@ -525,6 +525,9 @@ class RedisOutbox(Outbox):
         """Graceful stop, step one: hand out nothing more (in-flight work finishes)."""
         self._taking = False
 
+    def taking(self) -> bool:
+        return self._taking
+
     def in_flight(self) -> int:
         """Entries this worker holds: handed to lanes, taken, or waiting to settle."""
         return len(self._handed) + len(self._taken) + len(self._unsettled)

@@ -159,6 +159,8 @@ class SQLiteOutbox(Outbox):
         self._waiting: dict[str, deque[int]] = {}
         # Per destination: the file may hold deliveries that are not in _waiting.
         self._disk_more: dict[str, bool] = {}
+        # Per destination: the newest delivery handed out from the file.
+        self._disk_mark: dict[str, int] = {}
         # Finished deliveries and dead letters not yet written (see _write_settled).
         self._done: list[tuple[int, str]] = []
         self._letters: list[DeadLetter] = []
@@ -382,7 +384,11 @@ class SQLiteOutbox(Outbox):
                 waiting = self._waiting.setdefault(name, deque())
                 if routing.event is None:
                     continue
-                if len(waiting) < self._max_cached:
+                if routing.key <= self._disk_mark.get(name, 0):
+                    # Older than what was read from the file already (a dead process's
+                    # event routed late): read from the file too, in event order.
+                    self._disk_more[name] = True
+                elif len(waiting) < self._max_cached:
                     waiting.append(routing.key)
                 else:
                     self._disk_more[name] = True
@@ -405,14 +411,23 @@ class SQLiteOutbox(Outbox):
         return event
 
     def next_for(self, destination: str, limit: int) -> list[Delivery]:
+        """The oldest deliveries for ``destination`` not handed out yet, in the order
+        their events were accepted (lanes keep each visitor's order from there).  While
+        the file may hold deliveries that are not waiting in memory (a dead process's
+        rows, replayed dead letters, what did not fit in memory, the last run's), it is
+        read first, in event order; then what this process routed, from memory."""
         handed = self._handed.setdefault(destination, set())
+        if self._disk_more.setdefault(destination, True):
+            out = self._next_from_disk(destination, handed, limit)
+            if out:
+                return out
         waiting = self._waiting.get(destination)
         if waiting:
-            ready = self._next_in_memory(destination, waiting, handed, limit)
-            if ready:
-                return ready
-        if not self._disk_more.setdefault(destination, True):
-            return []
+            return self._next_in_memory(destination, waiting, handed, limit)
+        return []
+
+    def _next_from_disk(self, destination: str, handed: set[int], limit: int
+                        ) -> list[Delivery]:
         asked = limit + len(handed)
         with self._locked() as conn:
             rows = conn.execute(
@@ -422,9 +437,11 @@ class SQLiteOutbox(Outbox):
                 (self._owner, destination, asked)).fetchall()
         out: list[Delivery] = []
         broken: list[Delivery] = []
+        mark = self._disk_mark.get(destination, 0)
         for key, body, only in rows:
             if key in handed:
                 continue
+            mark = max(mark, key)
             try:
                 event = self._event_of(key, body)
             except ValueError:
@@ -438,6 +455,9 @@ class SQLiteOutbox(Outbox):
             ))
             if len(out) >= limit:
                 break
+        # Deliveries up to here came from the file: their copies waiting in memory are
+        # skipped (see _next_in_memory), and later routings at or below it go to the file.
+        self._disk_mark[destination] = mark
         if broken:  # unreadable rows (written by something else): do not loop on them
             self.settle(broken)
         if len(rows) < asked:
@@ -447,16 +467,17 @@ class SQLiteOutbox(Outbox):
     def _next_in_memory(self, destination: str, waiting: deque[int], handed: set[int],
                         limit: int) -> list[Delivery]:
         """Deliveries the dispatcher routed in this process, without reading the file
-        (the row's event is the one the dispatcher validated)."""
+        (the row's event is the one the dispatcher validated), in routing order."""
         out: list[Delivery] = []
+        mark = self._disk_mark.get(destination, 0)
         while waiting and len(out) < limit:
             key = waiting.popleft()
-            cached = self._decoded.get(key)
-            if key in handed:
+            if key in handed or key <= mark:  # in flight, or handed out from the file
                 continue
-            if cached is None:  # not kept in memory: read this one from the file
+            if key not in self._decoded:
+                # Not kept in memory: it and what follows it come from the file, in order.
                 self._disk_more[destination] = True
-                continue
+                break
             event = self._event_of(key, "")
             handed.add(key)
             out.append(Delivery(key, destination, event,
@@ -507,6 +528,7 @@ class SQLiteOutbox(Outbox):
     def release(self, deliveries: Iterable[Delivery]) -> None:
         for delivery in deliveries:
             self._handed.get(delivery.destination, set()).discard(delivery.key)
+            self._disk_more[delivery.destination] = True  # handed out again from the file
 
     def backlog(self) -> dict[str, int]:
         with self._locked() as conn:
