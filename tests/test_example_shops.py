@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from observe_support import ListTracker, by_api, recording_server
+from support.servers import free_port
 
 from cdptrack.config import Config
 from cdptrack.examples.fastapi_shop.app import create_app as create_fastapi_shop
@@ -333,13 +333,6 @@ def test_flask_shop_with_the_real_tracker_reaches_each_api() -> None:
     assert apis["customerio"]["page"] >= 1
     assert all(r.headers.get("Authorization", "").startswith("Basic")
                for r in server.snapshot() if r.path.startswith(("/cio", "/yespo-api")))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,35 +18,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 import waitress
 from support import wire_apps
-from support.redis_server import free_port
+from support.servers import free_port, wait_port, wsgiref_server
 
 from cdptrack.wsgi import CDPTrackWSGIMiddleware
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def wsgiref_server(app: Any) -> Iterator[int]:
-    server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 @contextmanager
@@ -140,19 +120,6 @@ def test_a_file_wrapper_is_handed_back_as_itself_with_close_hooked() -> None:
     body.f.close()
 
 
-def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
-
-
 @contextmanager
 def gunicorn(app: str, env: dict[str, str], prefix: list[str] | None = None
              ) -> Iterator[int]:
@@ -164,7 +131,7 @@ def gunicorn(app: str, env: dict[str, str], prefix: list[str] | None = None
     process = subprocess.Popen(args, env=full_env, cwd=TESTS, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_port(port, process)
+        wait_port(port, process)
         yield port
     finally:
         if process.poll() is None:

@@ -11,7 +11,6 @@ order answer has lines, and neither shop's code mentions cdptrack beyond install
 
 from __future__ import annotations
 
-import threading
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Annotated, Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import httpx
 import pytest
@@ -31,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Field, SQLModel, select
 from sqlmodel import Session as ModelSession
+from support.servers import wsgiref_server
 
 from cdptrack.events import Event
 from cdptrack.integrations.fastapi import setup
@@ -191,23 +190,11 @@ def marketplace(tracker: ListTracker) -> tuple[Flask, list[str]]:
     return app, ids
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @contextmanager
 def served(app: Any) -> Iterator[str]:
     """``app`` on a real WSGI server (wsgiref) on 127.0.0.1; yields its base URL."""
-    server = make_server("127.0.0.1", 0, app, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with wsgiref_server(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def flask_journey(base: str, ids: list[str]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,30 +25,11 @@ from typing import Any
 
 import httpx
 import pytest
+from support.servers import free_port, wait_port
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 RUNS = 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 @contextmanager
@@ -65,7 +45,7 @@ def server(args: list[str], env: dict[str, str], stop: int = signal.SIGTERM,
         env=full_env, cwd=TESTS, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True)
     try:
-        _wait_port(port, process)
+        wait_port(port, process)
         yield f"http://127.0.0.1:{port}"
     finally:
         if process.poll() is None:
