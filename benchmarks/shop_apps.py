@@ -31,7 +31,7 @@ class _Discard:
         pass
 
     def capture_deferred(self, job: Any) -> None:
-        pass
+        job.discard()  # leaves the build order: nothing waits for, or keeps, it
 
 
 def _tracker() -> Any:

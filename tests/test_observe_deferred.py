@@ -324,3 +324,34 @@ def test_a_cart_changed_in_place_is_compared_as_it_was_before_the_view() -> None
     assert cart["added"] == [{"product_id": "55", "quantity": 2},
                              {"product_id": "56", "quantity": 1}]
     assert comparable(deferring.events) == comparable(direct.events)
+
+
+def test_a_discarded_build_leaves_the_order_and_later_builds_run_without_it() -> None:
+    from cdptrack.observe.deferred import BuildOrder, RequestEvents
+    from cdptrack.observe.state import RequestState
+
+    ran: list[str] = []
+
+    def builder(state: RequestState, identity: Any) -> list[Event]:
+        ran.append(state.path)
+        return []
+
+    def job(path: str) -> RequestEvents:
+        state = RequestState("GET", "http", "shop.test", path, "", "", None, None, None,
+                             {}, None)
+        return RequestEvents(builder, state, None, order)
+
+    order = BuildOrder()
+    first, second, third = job("/a"), job("/b"), job("/c")
+    assert len(order) == 3
+    first.discard()  # the usual case: thrown away in hand-over order
+    second.discard()
+    assert len(order) == 1
+    third.build()
+    assert ran == ["/c"] and len(order) == 0
+    fourth, fifth = job("/d"), job("/e")
+    fifth.discard()  # out of order: removed from the middle
+    fourth.build()
+    assert ran == ["/c", "/d"] and len(order) == 0
+    fifth.discard()  # twice: nothing more happens
+    assert len(order) == 0

@@ -216,6 +216,18 @@ class BuildOrder:
                     first = job
                 first.run()
 
+    def leave(self, job: RequestEvents) -> None:
+        """``job`` will never run (its tracker threw it away): later builds stop
+        waiting for it, and it is no longer kept."""
+        if self._pid != os.getpid():
+            self._forked()
+        with self._lock:
+            waiting = self._waiting
+            if waiting and waiting[0] is job:
+                waiting.popleft()  # the usual case: dropped in hand-over order
+            elif job in waiting:
+                waiting.remove(job)
+
     def __len__(self) -> int:
         return len(self._waiting)
 
@@ -253,6 +265,17 @@ class RequestEvents(DeferredBuild):
         finally:
             self.done = True
             self._identity = None
+
+    def discard(self) -> None:
+        """Never build: for an ``EventSink`` that throws requests' work away (a dry run,
+        a benchmark of the request path).  Without it the build order would keep the
+        job, and every later one, for a build that never comes."""
+        if self.done:
+            return
+        self.done = True
+        self._state = self._identity = None
+        if self._order is not None:
+            self._order.leave(self)
 
     def build(self) -> list[Event]:
         """The request's events, built in their turn; raises what the build raised."""
