@@ -30,7 +30,12 @@ from .observe.core import Observer, plain_path, url_path
 from .observe.declare import ignored
 from .observe.options import ObserveOptions
 from .observe.page import resolve_page
-from .observe.session import fill_session_from_cookies, session_from_set_cookie, snapshot_later
+from .observe.session import (
+    fill_session_from_cookies,
+    session_from_set_cookie,
+    snapshot_after,
+    snapshot_later,
+)
 from .observe.state import GUARD_KEY, STATE_KEY, RequestState, current_state
 from .observe.visitor import identity_from_user
 from .wiring import make_observer
@@ -349,7 +354,8 @@ def _finish(observer: Observer, state: RequestState, scope: Scope) -> None:
             state.user = scope_user(scope, found)
         session = scope.get("session")
         if session is not None and state.session_after is None:
-            state.session_after = snapshot_later(session, observer.options)
+            state.session_after = snapshot_after(session, state.session_before,
+                                                 observer.options)
         fill_session_from_cookies(observer.options, state, "starlette")
         if session is not None and state.session_before is None:
             observer.warn_once(

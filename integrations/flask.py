@@ -44,7 +44,7 @@ from cdptrack.observe.declare import ignored, register_state_finder
 from cdptrack.observe.deferred import CONTEXT_KEYS, REDUCED_KEYS, reduce_object
 from cdptrack.observe.options import ObserveOptions, split_options
 from cdptrack.observe.routes import AppRoutes, Route, sort_methods
-from cdptrack.observe.session import snapshot_later
+from cdptrack.observe.session import snapshot_after, snapshot_later
 from cdptrack.observe.state import STATE_KEY, RequestState
 from cdptrack.observe.visitor import identity_from_user
 from cdptrack.wiring import make_observer
@@ -157,7 +157,8 @@ def _after_request(response: Response) -> Response:
                 if ignored(state.endpoint):  # on a MethodView class: found via view_class
                     state.skip = True
         if state.session_before is not None:
-            state.session_after = snapshot_later(_raw_session(), tracking.observer.options)
+            state.session_after = snapshot_after(_raw_session(), state.session_before,
+                                                 tracking.observer.options)
         if response.status_code < 400:
             # A cart the app keeps on ``g`` (often database rows): read now, in the
             # request context, while its database session is open.

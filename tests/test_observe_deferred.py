@@ -355,3 +355,21 @@ def test_a_discarded_build_leaves_the_order_and_later_builds_run_without_it() ->
     assert ran == ["/c", "/d"] and len(order) == 0
     fifth.discard()  # twice: nothing more happens
     assert len(order) == 0
+
+
+def test_a_session_the_view_left_alone_is_copied_once_and_a_changed_one_again() -> None:
+    from cdptrack.observe.options import ObserveOptions
+    from cdptrack.observe.session import resolve_snapshots, snapshot_after, snapshot_later
+
+    options = ObserveOptions()
+    session: dict[str, Any] = {"cart": {"p1": {"product_id": "p1", "quantity": 1}},
+                               "user": {"id": "u1", "email": "a@example.com"}}
+    before = snapshot_later(session, options)
+    assert snapshot_after(session, before, options) is before  # untouched: no copy
+
+    session["cart"]["p1"]["quantity"] = 3  # changed in place, as views do
+    after = snapshot_after(session, before, options)
+    assert after is not before
+    resolve_snapshots(before, after, options)
+    assert before.cart is not None and after.cart is not None
+    assert before.cart["p1"]["quantity"] == 1 and after.cart["p1"]["quantity"] == 3

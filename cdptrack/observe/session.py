@@ -14,6 +14,7 @@ compared; the difference becomes the ``added`` and ``removed`` lines of Cart Upd
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import zlib
@@ -152,6 +153,18 @@ def snapshot_later(session: Mapping[str, Any] | None,
     except _NotPlain:
         return snapshot(session, options)
     return SessionSnapshot(raw=raw)
+
+
+def snapshot_after(session: Mapping[str, Any] | None, before: SessionSnapshot | None,
+                   options: ObserveOptions) -> SessionSnapshot:
+    """The session at the end of the view: ``before`` itself when the view left it as
+    it was (the usual page view: one C-level comparison instead of a second copy),
+    else :func:`snapshot_later`."""
+    if before is not None and before.raw is not None and isinstance(session, dict):
+        with contextlib.suppress(Exception):  # a value whose __eq__ raises: copied
+            if session == before.raw:
+                return before
+    return snapshot_later(session, options)
 
 
 def resolve_snapshot(found: SessionSnapshot, options: ObserveOptions) -> SessionSnapshot:
