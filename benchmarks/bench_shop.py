@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import multiprocessing
@@ -209,6 +210,21 @@ def children(pid: int) -> list[int]:
         return []
 
 
+def sender_process(web_pid: int) -> int:
+    """The ``cdptrack-sender`` child of the web process (``sender="process"``), which
+    any of its threads may have started."""
+    kids = []
+    for task in os.listdir(f"/proc/{web_pid}/task"):
+        with contextlib.suppress(OSError), \
+                open(f"/proc/{web_pid}/task/{task}/children") as found:
+            kids.extend(int(x) for x in found.read().split())
+    for kid in kids:
+        with open(f"/proc/{kid}/comm") as comm:
+            if comm.read().strip() == "cdptrack-sender":
+                return kid
+    raise RuntimeError("no sender process under the web process")
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -242,6 +258,7 @@ class Setup:
     outbox: str = "memory"  # memory / sqlite / redis
     page_views: str = "all"  # CDPTRACK_PAGE_VIEWS
     discard: bool = False  # the middleware on, its work thrown away (no sender)
+    sender: str = "thread"  # CDPTRACK_SENDER: "process" sends from a child process
 
 
 CONFIGS = {
@@ -251,6 +268,10 @@ CONFIGS = {
     "customerio": Setup("memory outbox, Customer.io only", ("cio",)),
     "redis": Setup("Redis outbox + cdptrack worker", PREFIXES, "redis"),
     "sqlite": Setup("SQLite outbox, all four APIs", PREFIXES, "sqlite"),
+    "memory-process": Setup("memory outbox, all four, sender=process", PREFIXES,
+                            sender="process"),
+    "customerio-process": Setup("memory outbox, Customer.io only, sender=process",
+                                ("cio",), sender="process"),
     "memory-generic": Setup("memory outbox, all four, page_views=generic", PREFIXES,
                             page_views="generic"),
     "redis-generic": Setup("Redis outbox + worker, page_views=generic", PREFIXES, "redis",
@@ -281,6 +302,7 @@ def environment(setup: Setup, collector_port: int, outbox_url: str) -> dict[str,
         "CDPTRACK_ORANGEPILL_URL": base + "/op/v1",
         "CDPTRACK_OUTBOX": outbox_url,
         "CDPTRACK_PAGE_VIEWS": setup.page_views,
+        "CDPTRACK_SENDER": setup.sender,
     })
     keys = {"tracker": ("CDPTRACK_YESPO_SITE_ID", "bench-site"),
             "yespo": ("CDPTRACK_YESPO_API_KEY", "bench-yespo-key"),
@@ -369,6 +391,7 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
     port = free_port()
     server = subprocess.Popen(server_command(shop, port), cwd=ROOT, env=env)
     worker: subprocess.Popen[bytes] | None = None
+    worker_pid: int | None = None  # the cdptrack worker, or the sender process
     try:
         wait_port(port, server)
         web_pid = server.pid
@@ -384,13 +407,17 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         cookie = login(port)
         load(port, cookie, 50, 1)  # warm-up: imports, first connections
         settle(collector_port)
+        if setup.sender == "process":  # its CPU is counted like a worker's
+            worker_pid = sender_process(web_pid)
         collector_call(collector_port, "POST", "/__reset")
         spies = start_profiles(args.profile, f"{shop}-{setup_name(setup)}-{round_no}",
-                               web_pid, worker.pid if worker else None)
+                               web_pid, worker.pid if worker else worker_pid)
         web0 = cpu_seconds(web_pid)
         threads0 = thread_cpu(web_pid)
         switches0 = switches(web_pid)
-        worker0 = cpu_seconds(worker.pid) if worker else 0.0
+        if worker is not None:
+            worker_pid = worker.pid
+        worker0 = cpu_seconds(worker_pid) if worker_pid else 0.0
         parent, child = multiprocessing.Pipe()
         loader = multiprocessing.Process(target=_load_child, args=(
             port, cookie, args.requests, args.concurrency, child))
@@ -405,13 +432,13 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         web1 = cpu_seconds(web_pid)
         threads1 = thread_cpu(web_pid)
         switches1 = switches(web_pid)
-        worker1 = cpu_seconds(worker.pid) if worker else 0.0
+        worker1 = cpu_seconds(worker_pid) if worker_pid else 0.0
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(30)
         n = args.requests
         return Result((web1 - web0) / n * 1e6, n / elapsed,
-                      (worker1 - worker0) / n * 1e6 if worker else None,
+                      (worker1 - worker0) / n * 1e6 if worker_pid else None,
                       switches=(switches1 - switches0) / n, missing=missing,
                       threads={name: (spent - threads0.get(name, 0.0)) / n * 1e6
                                for name, spent in threads1.items()})
@@ -486,7 +513,7 @@ def main() -> int:
         print(f"{shop} ({server}); without cdptrack: {base_cpu:.0f} µs CPU per view, "
               f"{base_rate:.0f} views/s\n")
         print("| configuration | web CPU per view | vs. without | throughput vs. without "
-              "| worker CPU per view | every event arrived |")
+              "| worker (or sender process) CPU per view | every event arrived |")
         print("| --- | ---: | ---: | ---: | ---: | --- |")
         for name in configs:
             runs = results[(shop, name)]

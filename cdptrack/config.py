@@ -102,6 +102,10 @@ class Config:
     customerio_url: str | None = None
     orangepill_url: str = DEFAULT_ORANGEPILL_URL
     outbox: str = "memory"
+    # Where the memory outbox's sender runs: "thread" (in this process) or "process"
+    # (a process of its own, so rendering and HTTP never take this process's CPU or
+    # GIL: see cdptrack.delivery.sender_process).
+    sender: Literal["thread", "process"] = "thread"
     dry_run: bool = False
     # Customer.io: ask for 400/401 on validation failures instead of a silent 200.
     customerio_strict: bool = True
@@ -158,6 +162,15 @@ class Config:
             raise ConfigError("orangepill_identity_wait must be a number of seconds "
                               "between 0 and 86400")
         object.__setattr__(self, "orangepill_identity_wait", wait)
+        sender = str(self.sender).strip().lower()
+        if sender not in ("thread", "process"):
+            raise ConfigError(f"sender must be 'thread' or 'process', not {self.sender!r}")
+        object.__setattr__(self, "sender", sender)
+        if sender == "process" and self.outbox.strip().lower() != "memory":
+            raise ConfigError(
+                "sender='process' is for the memory outbox; a sqlite:// or redis:// "
+                "outbox is drained by the processes that share it (cdptrack worker for "
+                "Redis)")
         if self.on_identity is not None and not callable(self.on_identity):
             raise ConfigError("on_identity must be a callable (user_id, identity_id)")
 

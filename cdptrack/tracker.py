@@ -45,6 +45,7 @@ from .delivery.outbox import DeadLetter, Outbox
 from .delivery.outbox_url import open_outbox
 from .delivery.retry import RetryPolicy
 from .delivery.sender import Sender
+from .delivery.sender_process import SenderProcess
 from .events import Event
 
 logger = logging.getLogger("cdptrack")
@@ -128,6 +129,20 @@ class Tracker:
         self._pid: int | None = None  # the process the sender thread runs in
         self._closed = False
         self._shutdown_result: bool | None = None
+        # sender="process": a child process holds the memory outbox and sends; this
+        # process builds events and writes them to it (cdptrack.delivery.sender_process).
+        self._process: SenderProcess | None = None
+        if self._config.sender == "process":
+            if self._outbox.url != "memory":
+                raise ConfigError("sender='process' is for the memory outbox, not "
+                                  f"{self._outbox.url!r}")
+            self._process = SenderProcess(
+                self._config, counters=self._counters, callbacks=self._callbacks,
+                max_queue=max_queue, options={
+                    "max_queue": max_queue, "max_retry_time": max_retry_time,
+                    "timeout": timeout, "concurrency": concurrency, "backoff": backoff,
+                    "max_backoff": max_backoff, "max_retry_after": max_retry_after,
+                    "flush_at_exit": self._flush_at_exit})
         _LIVE.add(self)
         if self._config.handle_signals if handle_signals is None else handle_signals:
             shutdown_hooks.install()
@@ -141,6 +156,9 @@ class Tracker:
         try:
             if self._closed:
                 self._drop_everywhere(event, "shutdown")
+                return
+            if self._process is not None:
+                self._hand_over([event])
                 return
             if self._pid != os.getpid():
                 self._ensure_started()
@@ -179,6 +197,10 @@ class Tracker:
         try:
             deferred = as_deferred(job)
             outbox = self._outbox
+            if self._process is not None and not self._closed:
+                # Built here (the child has none of the app's objects), sent as one line.
+                self._hand_over(self._build_now(deferred))
+                return
             if self._closed or not outbox.accepts_deferred:
                 for event in self._build_now(deferred):
                     self.capture(event)
@@ -195,6 +217,21 @@ class Tracker:
         except Exception:
             logger.exception("capture_deferred failed; its events are dropped")
             self._drop_everywhere(job, "error")
+
+    def _hand_over(self, events: list[Any]) -> None:
+        """sender="process": write ``events`` to the sender process (or count them as
+        dropped, with the reason it gives)."""
+        assert self._process is not None
+        valid = []
+        for event in events:
+            if isinstance(event, Event | Mapping):
+                valid.append(event)
+            else:
+                self._drop_everywhere(event, "invalid")
+        reason = self._process.send(valid)
+        if reason is not None:
+            for event in valid:
+                self._drop_everywhere(event, reason)
 
     def _build_now(self, job: Any) -> list[Any]:
         built = run_build(job)
@@ -219,6 +256,9 @@ class Tracker:
         crashed process left in the outbox are then sent without waiting for a visitor.
         Safe to call more than once and after ``fork()``; does nothing after shutdown."""
         if not self._closed:
+            if self._process is not None:
+                self._process.start()
+                return
             self._ensure_started()
 
     def _ensure_started(self) -> Sender:
@@ -241,11 +281,15 @@ class Tracker:
             return sender
 
     def _started(self) -> bool:
+        if self._process is not None:
+            return self._process.running()
         return self._sender is not None and self._pid == os.getpid()
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until everything accepted so far was delivered or dead-lettered (or
         dropped with a counted reason).  False when ``timeout`` seconds passed first."""
+        if self._process is not None:
+            return self._process.flush(timeout)
         if not self._started():
             if not self._outbox.durable and self._outbox.open_count() == 0:
                 return True
@@ -286,7 +330,9 @@ class Tracker:
             self._closed = True
         started = time.monotonic()
         ok = True
-        if self._started():
+        if self._process is not None:
+            ok = self._shutdown_process(timeout)
+        elif self._started():
             lost_before = self._lost_at_shutdown()
             ok = self.flush(timeout)
             sender = self._sender
@@ -307,6 +353,28 @@ class Tracker:
         self._shutdown_result = ok
         return ok
 
+    def _shutdown_process(self, timeout: float) -> bool:
+        assert self._process is not None
+        answer = self._process.shutdown(timeout)
+        if answer is None:
+            return True  # none ran (or it is gone: its loss was logged then)
+        ok = bool(answer.get("ok"))
+        stats = self._merged(answer.get("stats"))
+        summary_logger.log(summary_level(stats, ok), "shut down (%s):\n%s",
+                           "drained" if ok else "not drained", format_table(stats))
+        return ok
+
+    def _merged(self, child: Any) -> dict[str, dict[str, int]]:
+        """The sender process's counters plus the drops counted in this process."""
+        mine = self._counters.snapshot()
+        out: dict[str, dict[str, int]] = {}
+        for name in self._config.enabled():
+            row = dict(child.get(name, {})) if isinstance(child, Mapping) else {}
+            for key, value in mine.get(name, {}).items():
+                row[key] = row.get(key, 0) + value
+            out[name] = row
+        return out
+
     def _lost_at_shutdown(self) -> int:
         return sum(counts.get("dropped:shutdown", 0)
                    for counts in self._counters.snapshot().values())
@@ -320,7 +388,7 @@ class Tracker:
     async def astart(self) -> None:
         """Start the sender thread from an ASGI lifespan without blocking the loop."""
         if not self._started():
-            await asyncio.to_thread(self._ensure_started)
+            await asyncio.to_thread(self.start)
 
     async def aflush(self, timeout: float | None = 5.0) -> bool:
         return await asyncio.to_thread(self.flush, timeout)
@@ -336,9 +404,11 @@ class Tracker:
         self._pid = None
         self._counters.reset()
         self._outbox.after_fork()
+        if self._process is not None:
+            self._process.after_fork()
 
     def _at_exit(self) -> None:
-        if self._started() and not self._closed:
+        if not self._closed and (self._process is not None or self._started()):
             self.shutdown(self._flush_at_exit)
 
     def _stopping(self) -> None:
@@ -357,7 +427,11 @@ class Tracker:
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per destination: enqueued, sent, retried, dropped (and ``dropped:<reason>``),
-        dead, and ``dry_run`` in dry-run mode."""
+        dead, and ``dry_run`` in dry-run mode.  With ``sender="process"``, the sender
+        process's counters (asked for, up to 2 s) plus the drops counted here."""
+        if self._process is not None:
+            answer = self._process.stats() if self._process.running() else None
+            return self._merged(answer.get("stats") if answer else None)
         for name in self._config.enabled():
             self._counters.ensure(name)
         return self._counters.snapshot()
@@ -369,6 +443,9 @@ class Tracker:
 
     def pending(self) -> int:
         """Accepted events not yet settled (for progress bars and back-pressure)."""
+        if self._process is not None:
+            answer = self._process.stats() if self._process.running() else None
+            return int(answer.get("pending", 0)) if answer else 0
         return self._outbox.open_count()
 
     def dead_letters(self, limit: int = 1000, destination: str | None = None
