@@ -242,3 +242,16 @@ def test_fastapi_on_uvicorn_with_the_process_sender_delivers_everything_after_si
         _views(port, "/shop")
         _stop(process)
     _expect_all_delivered(api, log)
+
+
+def test_the_child_reads_whole_lines_across_partial_writes() -> None:
+    from cdptrack.delivery.sender_child import _lines
+
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b'{"a":1}\n{"b":')
+        os.write(write_end, b'2}\n{"c":3')
+        os.close(write_end)
+        assert list(_lines(read_end, 0.0)) == [b'{"a":1}', b'{"b":2}', b'{"c":3']
+    finally:
+        os.close(read_end)
