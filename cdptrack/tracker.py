@@ -450,12 +450,16 @@ class Tracker:
 
     def dead_letters(self, limit: int = 1000, destination: str | None = None
                      ) -> list[DeadLetter]:
+        if self._process is not None:
+            return self._process.dead_letters(limit, destination)
         return self._outbox.dead_letters(limit, destination)
 
     def replay_dead(self, ids: list[int] | None = None, destination: str | None = None
                     ) -> int:
         """Queue dead letters (all, or ``ids``, or one destination's) to be sent again;
         returns how many.  They are re-rendered with the current configuration."""
+        if self._process is not None:
+            return self._process.replay_dead(ids, destination)
         sender = self._ensure_started()
         if ids is None:
             ids = [d.id for d in self._outbox.dead_letters(1 << 30, destination)

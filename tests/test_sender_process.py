@@ -206,6 +206,22 @@ def test_callbacks_run_in_the_web_process(api: ApiServer) -> None:
     assert [(d, r) for _, d, r in drops] == [("customerio", "invalid")]
 
 
+def test_dead_letters_are_read_and_replayed_in_the_child(api: ApiServer) -> None:
+    api.script("/v1", Reply(400, body='{"error": "bad"}'))
+    config = Config(customerio_api_key="cio-test-key", customerio_url=api.url + "/v1",
+                    sender="process")
+    tracker = _tracker(config)
+    tracker.capture(product_viewed(7))
+    assert tracker.flush(20)
+    letters = tracker.dead_letters()
+    assert [(d.destination, d.status) for d in letters] == [("customerio", 400)]
+    assert tracker.replay_dead() == 1  # the API takes it now
+    assert tracker.flush(20)
+    sent = tracker.stats()["customerio"]["sent"]
+    tracker.shutdown(5)
+    assert sent == 1 and tracker.dead_letters() == []
+
+
 def test_the_process_sender_is_for_the_memory_outbox(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="memory outbox"):
         Config(customerio_api_key="k", sender="process",

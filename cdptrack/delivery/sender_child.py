@@ -130,6 +130,14 @@ def serve(fd: int, answers: _Answers, pause: float = BURST_PAUSE) -> int:
         elif op == "stats":
             answers.send({"op": "reply", "id": message.get("id"), "stats": tracker.stats(),
                           "pending": tracker.pending()})
+        elif op == "dead_letters":
+            letters = tracker.dead_letters(int(message.get("limit", 1000)),
+                                           message.get("destination"))
+            answers.send({"op": "reply", "id": message.get("id"),
+                          "letters": [dataclasses.asdict(letter) for letter in letters]})
+        elif op == "replay":
+            moved = tracker.replay_dead(message.get("ids"), message.get("destination"))
+            answers.send({"op": "reply", "id": message.get("id"), "moved": moved})
         elif op == "shutdown":
             ok = tracker.shutdown(float(message.get("timeout", 5.0)))
             answers.send({"op": "reply", "id": message.get("id"), "ok": ok,

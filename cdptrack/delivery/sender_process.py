@@ -330,6 +330,18 @@ class SenderProcess:
         """The child's ``{"stats": {...}, "pending": n}``, or None when none runs."""
         return self._call("stats", REPLY_TIMEOUT)
 
+    def dead_letters(self, limit: int, destination: str | None) -> list[DeadLetter]:
+        """The child's dead letters (its memory outbox keeps the last ones)."""
+        answer = self._call("dead_letters", REPLY_TIMEOUT, limit=limit,
+                            destination=destination)
+        letters = answer.get("letters") if answer else None
+        return [DeadLetter(**letter) for letter in letters or ()]
+
+    def replay_dead(self, ids: list[int] | None, destination: str | None) -> int:
+        """Have the child queue its dead letters again; how many."""
+        answer = self._call("replay", REPLY_TIMEOUT, ids=ids, destination=destination)
+        return int(answer.get("moved", 0)) if answer else 0
+
     def shutdown(self, timeout: float) -> dict[str, Any] | None:
         """Stop intake, let the child drain for up to ``timeout`` seconds and exit.
         Returns its last ``{"ok", "stats", "pending"}``, None when none ran or it did
