@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from fractions import Fraction
+from functools import partial
 from typing import Any
 
 from ..events import EventError, to_number
@@ -175,10 +176,13 @@ def explicit_product_id(item: Any) -> str | None:
     """The id ``item`` gives under a name that always means a product's id
     (:data:`PRODUCT_ID_NAMES`: ``product_id``, ``book_id``, ``item_id``,
     ``variant_id``), or ``None``; a line's own ``id`` is not one."""
+    get = item.get if type(item) is dict else partial(read_field, item)
     for name in PRODUCT_ID_NAMES:
-        found = id_text(read_field(item, name))
-        if found is not None:
-            return found
+        raw = get(name)
+        if raw is not None:
+            found = id_text(raw)
+            if found is not None:
+                return found
     return None
 
 
@@ -212,8 +216,11 @@ def _read(source: Any, key: str, fields: ProductFields | None) -> Any:
         value = reduce_value(key, _custom(source, fields[key]))
         if value is not None:
             return value
+    # A dict (the usual product) is read with its own ``get``: most names are absent,
+    # and a call per name to read_field costs more than the lookup.
+    get = source.get if type(source) is dict else partial(read_field, source)
     for name in FIELD_NAMES.get(key, (key,)):
-        raw = read_field(source, name)
+        raw = get(name)
         if raw is None:
             continue
         value = reduce_value(key, raw)

@@ -17,6 +17,7 @@ import re
 import threading
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from .fields import call_method, raw_get, read_field
@@ -184,9 +185,16 @@ def identity_from_session(
     session as accessed (which would add ``Vary: Cookie`` to the shop's response).
     """
     out: dict[str, str] = {}
+    # dict.get on any dict (a Flask session's own get marks it accessed); most names
+    # are absent, so only values found are checked.
+    get = partial(dict.get, session) if isinstance(session, dict) \
+        else partial(raw_get, session)
     for field_name, names in keys.items():
         for name in names:
-            value = _identity_value(raw_get(session, name))
+            found = get(name)
+            if found is None:
+                continue
+            value = _identity_value(found)
             if value is not None:
                 out[field_name] = value
                 break
@@ -206,9 +214,13 @@ def identity_from_user(user: Any) -> dict[str, str]:
     if getattr(user, "is_authenticated", True) is False:
         return {}
     out: dict[str, str] = {}
+    get = user.get if type(user) is dict else partial(read_field, user)
     for field_name, names in USER_OBJECT_FIELDS.items():
         for name in names:
-            value = _identity_value(read_field(user, name))
+            found = get(name)
+            if found is None:
+                continue
+            value = _identity_value(found)
             if value is not None:
                 out[field_name] = value
                 break
