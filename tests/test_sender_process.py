@@ -271,3 +271,56 @@ def test_the_child_reads_whole_lines_across_partial_writes() -> None:
         assert list(_lines(read_end, 0.0)) == [b'{"a":1}', b'{"b":2}', b'{"c":3']
     finally:
         os.close(read_end)
+
+
+def test_after_a_fork_each_process_has_its_own_sender_process(
+        api: ApiServer, tmp_path: Path) -> None:
+    """gunicorn --preload: a tracker used before the fork.  The forked worker sends
+    through a child of its own, and the parent's child still ends when the parent
+    stops (the worker closed its copy of the pipe)."""
+    script = tmp_path / "forked.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(TESTS)!r})
+        from support.delivery import product_viewed
+        from cdptrack.config import Config
+        from cdptrack.tracker import Tracker
+        tracker = Tracker(Config(customerio_api_key="cio-test-key",
+                                 customerio_url={api.url + "/v1"!r}, sender="process"),
+                          handle_signals=False)
+        tracker.capture(product_viewed(0))
+        assert tracker.flush(20)
+        parents_child = tracker._process.child_pid
+        pid = os.fork()
+        if pid == 0:  # the worker
+            tracker.capture(product_viewed(1))
+            ok = tracker.flush(20)
+            print("worker", tracker._process.child_pid, ok, flush=True)
+            time.sleep(3)  # still alive while the parent stops
+            tracker.shutdown(5)
+            os._exit(0)
+        time.sleep(1)
+        tracker.capture(product_viewed(2))
+        ok = tracker.shutdown(5)
+        started = time.monotonic()
+        while os.path.exists(f"/proc/{{parents_child}}") and time.monotonic() - started < 2:
+            with open(f"/proc/{{parents_child}}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.05)
+        print("parent", parents_child, ok, round(time.monotonic() - started, 1), flush=True)
+        os.waitpid(pid, 0)
+    """))
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{ROOT}"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    lines = dict(line.split(" ", 1) for line in done.stdout.decode().splitlines())
+    worker_child, worker_ok = lines["worker"].split()
+    parent_child, parent_ok, parent_wait = lines["parent"].split()
+    assert worker_ok == "True" and parent_ok == "True"
+    assert worker_child != parent_child
+    assert float(parent_wait) < 2  # its end of the pipe closed in the worker too
+    ids = sorted(m["properties"]["product_id"] for _, m in api.accepted_messages("/v1")
+                 if m.get("type") == "track")
+    assert ids == ["sku-00000", "sku-00001", "sku-00002"]

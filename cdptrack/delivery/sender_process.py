@@ -60,6 +60,8 @@ PIPE_SIZE = 1 << 20  # bytes asked of the kernel for the pipe (Linux: F_SETPIPE_
 RESPAWN_PAUSE = 1.0  # seconds between starts of a child that keeps dying
 REPLY_TIMEOUT = 2.0  # seconds to wait for stats from the child
 _F_SETPIPE_SZ = 1031
+# A forked process's copies of its parent's pipe objects (see _forget_inherited).
+_INHERITED: list[subprocess.Popen[bytes]] = []
 
 
 def encode_events(events: Sequence[Event | Mapping[str, Any]]) -> bytes:
@@ -121,6 +123,7 @@ class SenderProcess:
         self._replies: dict[int, _Reply] = {}
         self._next_id = 0
         self._closing = False
+        self._gone = False  # the reader saw the child's end (cheaper than polling it)
         self._started_at = -RESPAWN_PAUSE  # when the last child was started (or failed to)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -136,7 +139,7 @@ class SenderProcess:
 
     def _live(self) -> subprocess.Popen[bytes] | None:
         proc = self._proc
-        if proc is None or self._pid != os.getpid() or proc.poll() is not None:
+        if proc is None or self._gone or self._pid != os.getpid():
             return None
         return proc
 
@@ -186,6 +189,7 @@ class SenderProcess:
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
         os.set_blocking(fd, False)
         self._proc, self._fd, self._pid = proc, fd, os.getpid()
+        self._gone = False
         reader = threading.Thread(target=self._read_replies, args=(proc, proc.stdout),
                                   name="cdptrack-sender-replies", daemon=True)
         reader.start()
@@ -198,10 +202,14 @@ class SenderProcess:
         sees its end) and start afresh, lazily."""
         proc = self._proc
         if proc is not None:
+            # Closed by descriptor: the file objects' locks may have been held by the
+            # parent's reader thread at the fork, and are never released here.  The
+            # objects are kept for good so that they never close the numbers again.
             for stream in (proc.stdin, proc.stdout):
                 if stream is not None:
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError, ValueError):
                         os.close(stream.fileno())
+            _INHERITED.append(proc)
         self._reset()
 
     def after_fork(self) -> None:
@@ -214,7 +222,7 @@ class SenderProcess:
     def _lost_child(self) -> None:
         # Called with the lock held, once the child has gone unexpectedly.
         proc = self._proc
-        code = proc.returncode if proc is not None else None
+        code = proc.poll() if proc is not None else None
         waiting = self._waiting_events
         if waiting:
             for name in self._config.enabled():
@@ -344,14 +352,14 @@ class SenderProcess:
 
     def shutdown(self, timeout: float) -> dict[str, Any] | None:
         """Stop intake, let the child drain for up to ``timeout`` seconds and exit.
-        Returns its last ``{"ok", "stats", "pending"}``, None when none ran or it did
-        not answer.  Idempotent."""
+        Returns its last ``{"ok", "stats", "pending"}`` (``{"ok": False}`` when it did
+        not answer), None when none ran.  Idempotent."""
         with self._lock:
             self._closing = True
             started = self._live() is not None
         if not started:
             return None
-        answer = self._call("shutdown", timeout + 2.0, timeout=timeout)
+        answer = self._call("shutdown", timeout + 2.0, timeout=timeout) or {"ok": False}
         with self._lock:
             self._close_pipe()
             proc = self._proc
@@ -377,7 +385,7 @@ class SenderProcess:
                 stream.close()
             with self._lock:
                 if self._proc is proc:
-                    proc.poll()
+                    self._gone = True
                     for reply in self._replies.values():
                         reply.done.set()
 
