@@ -33,7 +33,6 @@ What it guarantees, against the thread sender:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -185,7 +184,8 @@ class SenderProcess:
         proc.stdin.write(json.dumps(start, default=str).encode("utf-8") + b"\n")
         proc.stdin.flush()
         fd = proc.stdin.fileno()
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(ImportError, OSError):  # Linux: a larger pipe
+            import fcntl
             fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
         os.set_blocking(fd, False)
         self._proc, self._fd, self._pid = proc, fd, os.getpid()
