@@ -48,6 +48,12 @@ def _tracker(config: Config, **kwargs: Any) -> Tracker:
     return Tracker(config, handle_signals=False, flush_at_exit=5.0, **FAST, **kwargs)
 
 
+def vars_of(config: Config) -> dict[str, Any]:
+    """``config``'s settings, keys revealed."""
+    from cdptrack.delivery.sender_process import config_for_child
+    return config_for_child(config)
+
+
 def _wire(apis: FourApis) -> list[tuple[str, str, Any]]:
     """What each API accepted: (destination, path, JSON body), in a stable order."""
     out = []
@@ -81,8 +87,16 @@ def test_the_process_sender_sends_exactly_what_the_thread_sender_sends(
     assert all_arrived(apis, 12)
 
 
-def test_keys_reach_the_child_through_the_pipe_only(apis: FourApis) -> None:
-    tracker = _tracker(apis.config(sender="process"))
+def test_keys_reach_the_child_through_the_pipe_only(
+        apis: FourApis, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keys set the usual way, in the app's environment, and read from it.
+    monkeypatch.setenv("CDPTRACK_CUSTOMERIO_API_KEY", SECRETS[1])
+    monkeypatch.setenv("CDPTRACK_YESPO_API_KEY", SECRETS[0])
+    config = Config.from_env(**{k: v for k, v in vars_of(apis.config()).items()
+                                if k in ("yespo_site_id", "orangepill_api_key")
+                                or k.endswith("_url")}, sender="process")
+    assert config.customerio_api_key is not None
+    tracker = _tracker(config)
     tracker.capture(product_viewed(0))
     assert tracker.flush(20)
     child = tracker._process.child_pid if tracker._process else None
@@ -93,6 +107,7 @@ def test_keys_reach_the_child_through_the_pipe_only(apis: FourApis) -> None:
     tracker.shutdown(5)
     for secret in SECRETS:
         assert secret.encode() not in seen
+    assert b"CDPTRACK_" not in seen
     assert "SECRET" not in repr(tracker) + repr(tracker.config)
 
 
@@ -324,3 +339,19 @@ def test_after_a_fork_each_process_has_its_own_sender_process(
     ids = sorted(m["properties"]["product_id"] for _, m in api.accepted_messages("/v1")
                  if m.get("type") == "track")
     assert ids == ["sku-00000", "sku-00001", "sku-00002"]
+
+
+def test_the_start_line_names_the_sender_process(
+        api: ApiServer, caplog: pytest.LogCaptureFixture) -> None:
+    config = Config(customerio_api_key="cio-test-key", customerio_url=api.url + "/v1",
+                    sender="process")
+    tracker = _tracker(config)
+    with caplog.at_level(logging.INFO, logger="cdptrack.start"):
+        tracker.start()
+    child = tracker._process.child_pid if tracker._process else None
+    started = time.monotonic()
+    tracker.flush(0.3)  # bounded, whatever the child's start-up takes
+    spent = time.monotonic() - started
+    tracker.shutdown(5)
+    assert f"sending to customerio (memory outbox in sender process {child}" in caplog.text
+    assert spent < 0.45

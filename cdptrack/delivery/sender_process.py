@@ -46,18 +46,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from typing import IO, Any
 
-from ..config import Config, Secret
+from ..config import ENV_PREFIX, Config, Secret
 from ..events import Event
 from .callbacks import Callbacks
 from .counters import Counters
 from .outbox import DeadLetter
 
 logger = logging.getLogger("cdptrack")
+start_logger = logging.getLogger("cdptrack.start")  # as the thread sender's start line
 
 CHILD_MODULE = "cdptrack.delivery.sender_child"
 PIPE_SIZE = 1 << 20  # bytes asked of the kernel for the pipe (Linux: F_SETPIPE_SZ)
 RESPAWN_PAUSE = 1.0  # seconds between starts of a child that keeps dying
 REPLY_TIMEOUT = 2.0  # seconds to wait for stats from the child
+FLUSH_MARGIN = 0.05  # seconds of a flush's budget left for the child's answer
 _F_SETPIPE_SZ = 1031
 # A forked process's copies of its parent's pipe objects (see _forget_inherited).
 _INHERITED: list[subprocess.Popen[bytes]] = []
@@ -170,7 +172,9 @@ class SenderProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__))))
-        env = dict(os.environ)
+        # The child reads its settings from the pipe: no CDPTRACK_* variable (keys
+        # among them) goes into its environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         proc = subprocess.Popen(
@@ -193,7 +197,10 @@ class SenderProcess:
         reader = threading.Thread(target=self._read_replies, args=(proc, proc.stdout),
                                   name="cdptrack-sender-replies", daemon=True)
         reader.start()
-        logger.debug("sender process %d started", proc.pid)
+        enabled = ", ".join(self._config.enabled()) or "no destination"
+        dry = " in dry run: nothing leaves" if self._config.dry_run else ""
+        start_logger.info("sending to %s (memory outbox in sender process %d, pid %d)%s",
+                          enabled, proc.pid, os.getpid(), dry)
         return proc
 
     def _forget_inherited(self) -> None:
@@ -331,7 +338,8 @@ class SenderProcess:
         budget = 3600.0 if timeout is None else max(0.0, timeout)
         if self._proc is None and not self._waiting:
             return True
-        answer = self._call("flush", budget + 1.0, timeout=budget)
+        # The child's own wait ends a little earlier, so that its answer is in time.
+        answer = self._call("flush", budget, timeout=max(0.0, budget - FLUSH_MARGIN))
         return bool(answer and answer.get("ok"))
 
     def stats(self) -> dict[str, Any] | None:
