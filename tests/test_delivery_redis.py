@@ -323,6 +323,44 @@ def test_dead_letters_are_kept_in_redis_and_replay_sends_them(
     client.close()
 
 
+def command_calls(client: Any) -> dict[str, int]:
+    """Calls per command since the last ``CONFIG RESETSTAT`` (a script's own calls of
+    XADD, XACK, ... count under their names too)."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+def test_appends_routing_reads_and_settles_are_batched_not_one_command_per_event(
+        apis: FourApis, redis: RedisServer, prefix: str, workers: Workers) -> None:
+    """A burst of captures is appended with one script call; a worker routes a round of
+    events with one script call that also takes their deliveries for its own lanes
+    (no read per lane), and settles what finished together: for 100 events and four
+    destinations a handful of script calls and reads, not one per event or delivery
+    (which was 100 appends, 100 routings, 400 settles and about 80 reads)."""
+    url = redis.url(prefix)
+    client = redis_client(redis)
+    web = producer(apis, url)
+    web.start()
+    assert web._sender is not None and web._sender.wait_ready(5)  # staging from now on
+    client.config_resetstat()
+    for i in range(100):
+        web.capture(product_viewed(i, sc=f"CDA68358-94FB-4D83-9655-{i:012d}"))
+    assert web.flush(10)
+    appended = command_calls(client)
+    assert appended.get("xadd") == 100
+    assert appended.get("evalsha", 0) <= 5, appended
+
+    client.config_resetstat()
+    assert workers.run_once(apis, url) == 0
+    assert all_arrived(apis, 100)
+    worked = command_calls(client)
+    assert worked.get("xack") == 500 and worked.get("xdel") == 500  # 100 events, 400 deliveries
+    assert worked.get("evalsha", 0) <= 20, worked
+    assert worked.get("xreadgroup", 0) <= 50, worked  # scripts' own reads included
+    web.shutdown()
+    client.close()
+
+
 # -- poison entries: taken over at most max_deliveries times ------------------------------
 
 

@@ -12,7 +12,8 @@ one outbox in one Redis Cluster slot, so the Lua scripts below may touch several
 
 * ``{prefix}:events``: stream of accepted events, field ``e`` = canonical JSON.  Consumer
   group ``workers``: each entry goes to one worker, which renders it and, in one atomic
-  script, adds one delivery per destination and acknowledges and deletes the event.
+  script per round of events, adds one delivery per destination and acknowledges and
+  deletes the event.
 * ``{prefix}:d:<destination>``: stream of deliveries for one destination (field ``e`` =
   canonical JSON, ``o`` = the message ids to replay), group ``workers``.  A delivery is
   acknowledged and deleted when that destination has it (sent or dead-lettered), so
@@ -29,11 +30,21 @@ canonical event with its own configuration.
 **Staging: one round trip per burst, off the request path.**  Once the process's sender
 thread runs, ``put`` (and ``put_deferred``: a middleware's record, built into events in
 the sender thread) only appends to an in-process list, and the sender moves each burst
-to Redis in one pipelined round trip, at most about 20 ms later (``flush()`` waits for
+to Redis in one script call, at most about 20 ms later (``flush()`` waits for
 it).  The trade-off: an event is in Redis a few milliseconds after ``capture`` returned,
 not before, so a process killed in that window loses it (a graceful stop moves it).
 Before the sender starts, and in a forked child until its own sender starts, ``put``
 writes through (one round trip per event).
+
+**A worker's round trips: per round, never per event.**  Routing a round of events (up
+to 256) is one script call, and that call also takes up to ``TAKE_AHEAD`` of the new
+deliveries per destination for this worker's lanes (``XREADGROUP`` inside the script), so
+the lanes need no read of their own while the worker keeps up; a lane reads Redis only
+when more unread entries may be there (the script could not take them all, or the
+worker's waker saw another worker or a replay add some).  Finished deliveries are
+settled in one script call per burst (``SETTLE_EVERY``, 20 ms, or ``SETTLE_BATCH``): a
+worker killed in that window has them sent again by the worker that takes them over
+(at least once, same message ids).
 
 **Guarantees.** Once an event is in Redis it is delivered at least once per destination
 even if workers die: a worker keeps its in-flight entries fresh (``XCLAIM ... JUSTID``
@@ -76,6 +87,7 @@ other query options (``socket_timeout``, ``socket_connect_timeout``, ...) go to 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -109,53 +121,124 @@ POISON_REASON = "too_many_deliveries"
 EVERY_DESTINATION = "*"  # a dead letter for an event that was never routed
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
 MAX_UNREADABLE_CHARS = 2000
+# Finished deliveries are settled together: at most this long after the first of them,
+# or as soon as this many wait (a crash in between sends them again, same message ids).
+SETTLE_EVERY = 0.02
+SETTLE_BATCH = 512
+# Deliveries per destination a worker takes from Redis ahead of its lanes: when routing
+# (the script that adds them takes them for this worker at once) and when reading.
+# About what a lane starts at once (4 workers x 4); more would leave other workers of
+# the fleet idle while this one holds work it has not started.
+TAKE_AHEAD = 16
 RELEASED_IDLE_MS = 10**11  # "idle for years": any worker's XAUTOCLAIM takes it at once
 OUR_OPTIONS = {"prefix", "role", "maxlen", "claim_idle", "buffer", "dead_maxlen",
                "max_deliveries"}
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HOST = socket.gethostname()
 
-# KEYS[1] events; ARGV[1] maxlen, ARGV[2] event JSON.  nil: the stream is full.
+# KEYS[1] events; ARGV[1] maxlen, ARGV[2..] events as JSON.  How many were appended:
+# the first n, in order (the others found the stream full).
 PUT = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
+local n = 0
+for i = 2, #ARGV do
+  if n >= room then break end
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+  n = n + 1
+end
+return n
 """
 
-# KEYS[1] events, KEYS[2..] destination streams; ARGV[1] group, ARGV[2] event entry id,
-# ARGV[3] maxlen, ARGV[4] event JSON.  nil: another worker routed it already; else one
-# new entry id per destination ('' when that stream was full).
+# KEYS[1] events, KEYS[2..] destination streams; ARGV[1] group, ARGV[2] maxlen, ARGV[3]
+# this consumer, then per destination stream (KEYS[k] -> ARGV[k + 2]) how many of its
+# entries this worker takes ahead, then per event: its entry id, its JSON, how many
+# destinations n, and n indexes into KEYS.  Returns {per event: 0 when another worker
+# routed it already, else one new entry id per destination ('' when that stream was
+# full); per destination stream: the entries taken (XREADGROUP), as id, fields pairs
+# where the fields of an entry added by this call are 0 (the caller has them)}.
 ROUTE = """
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
-redis.call('XDEL', KEYS[1], ARGV[2])
-local out = {}
-for i = 2, #KEYS do
-  if redis.call('XLEN', KEYS[i]) < tonumber(ARGV[3]) then
-    out[i - 1] = redis.call('XADD', KEYS[i], '*', 'e', ARGV[4])
+local group, maxlen, consumer = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local room, own, out = {}, {}, {}
+local i = #KEYS + 3
+while i <= #ARGV do
+  local entry, body, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  if redis.call('XACK', KEYS[1], group, entry) == 0 then
+    out[#out + 1] = 0
   else
-    out[i - 1] = ''
+    redis.call('XDEL', KEYS[1], entry)
+    local ids = {}
+    for j = 0, n - 1 do
+      local k = tonumber(ARGV[i + j])
+      if room[k] == nil then room[k] = maxlen - redis.call('XLEN', KEYS[k]) end
+      if room[k] > 0 then
+        local id = redis.call('XADD', KEYS[k], '*', 'e', body)
+        ids[j + 1] = id
+        own[id] = true
+        room[k] = room[k] - 1
+      else
+        ids[j + 1] = ''
+      end
+    end
+    out[#out + 1] = ids
   end
+  i = i + n
+end
+local taken = {}
+for k = 2, #KEYS do
+  local got = {}
+  local want = tonumber(ARGV[k + 2])
+  if want > 0 then
+    local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[k], '>'}
+    local reply = redis.pcall(unpack(args))
+    if type(reply) == 'table' and reply.err then
+      redis.pcall('XGROUP', 'CREATE', KEYS[k], group, '0', 'MKSTREAM')
+      reply = redis.call(unpack(args))
+    end
+    if reply then
+      for _, e in ipairs(reply[1][2]) do
+        got[#got + 1] = e[1]
+        if own[e[1]] then got[#got + 1] = 0 else got[#got + 1] = e[2] end
+      end
+    end
+  end
+  taken[k - 1] = got
+end
+return {out, taken}
+"""
+
+# KEYS[1] dead stream, KEYS[2] dead id sequence, KEYS[3..] destination streams; ARGV[1]
+# group, ARGV[2] dead maxlen, then per delivery: the index into KEYS of its stream, its
+# entry id ('' for letters without one), how many dead letters n, and n letters as JSON.
+# Per delivery: 1, or 0 when another worker settled it already (its letters are skipped).
+SETTLE = """
+local out = {}
+local i = 3
+while i <= #ARGV do
+  local stream, entry, n = KEYS[tonumber(ARGV[i])], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local done = 1
+  if entry ~= '' then
+    if redis.call('XACK', stream, ARGV[1], entry) == 0 then
+      done = 0
+    else
+      redis.call('XDEL', stream, entry)
+    end
+  end
+  if done == 1 then
+    for j = i + 3, i + 2 + n do
+      local seq = redis.call('INCR', KEYS[2])
+      local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+      if #last > 0 then
+        local top = tonumber(string.match(last[1][1], '^(%d+)'))
+        if top >= seq then seq = top + 1; redis.call('SET', KEYS[2], seq) end
+      end
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'l', ARGV[j])
+    end
+  end
+  out[#out + 1] = done
+  i = i + 3 + n
 end
 return out
-"""
-
-# KEYS[1] destination stream, KEYS[2] dead stream, KEYS[3] dead id sequence;
-# ARGV[1] group, ARGV[2] delivery entry id ('' for letters without one), ARGV[3] dead
-# maxlen, ARGV[4..] dead letters as JSON.  0: another worker settled it already.
-SETTLE = """
-if ARGV[2] ~= '' then
-  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-  redis.call('XDEL', KEYS[1], ARGV[2])
-end
-for i = 4, #ARGV do
-  local n = redis.call('INCR', KEYS[3])
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    local top = tonumber(string.match(last[1][1], '^(%d+)'))
-    if top >= n then n = top + 1; redis.call('SET', KEYS[3], n) end
-  end
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], n .. '-1', 'l', ARGV[i])
-end
-return 1
 """
 
 # KEYS[1] dead stream, KEYS[2] destination stream; ARGV[1] dead entry id, ARGV[2] event
@@ -310,8 +393,22 @@ class RedisOutbox(Outbox):
         self._keys = itertools.count(1)
         self._taken: dict[int, str] = {}  # event key -> events entry id
         self._handed: dict[int, tuple[str, str]] = {}  # delivery key -> (dest, entry id)
-        self._reclaimed: dict[str, deque[tuple[str, dict[str, str]]]] = {}
-        self._unsettled: list[tuple[str, str, list[str]]] = []  # settle to retry later
+        # Per stream, entries this consumer holds in Redis (pending on it) and has not
+        # handed out yet: taken over from stopped workers, or taken ahead while routing
+        # (up to TAKE_AHEAD per destination) or reading.
+        self._waiting: dict[str, deque[tuple[str, dict[str, str]]]] = {}
+        # (destination, entry id) -> the event of a waiting entry this worker routed
+        # itself, and its rendered requests (None: the lane renders).
+        self._ahead: dict[tuple[str, str], tuple[Event, list[WireRequest] | None]] = {}
+        # Per stream: whether entries no consumer has read yet may be in it (then a lane
+        # out of waiting entries reads; else it sleeps without asking Redis).
+        self._more: dict[str, bool] = {}
+        # Per destination stream, the newest entry this worker added (the waker ignores
+        # its own entries, see notice()).
+        self._own_last: dict[str, tuple[int, int]] = {}
+        # Finished deliveries not settled in Redis yet: (destination, entry, letters).
+        self._unsettled: list[tuple[str, str, list[str]]] = []
+        self._settle_timer: asyncio.TimerHandle | None = None
         # (destination, entry id) -> the routed event and its rendered requests, so this
         # worker's lane neither decodes and validates the entry again nor renders it.
         self._rendered: OrderedDict[tuple[str, str], tuple[Event, list[WireRequest]]] = (
@@ -365,27 +462,33 @@ class RedisOutbox(Outbox):
         """The events stream and the given destinations' delivery streams."""
         return [self.events_key, *map(self._dest_key, destinations)]
 
-    def _run_scripts(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]
-                     ) -> list[Any]:
-        """Run ``(script name, keys, args)`` calls in one pipelined round trip, by SHA
-        (``EVALSHA``).  redis-py's ``Script`` objects make every pipeline ask ``SCRIPT
-        EXISTS`` first: a second round trip each time.  A Redis that lost its script
-        cache (a restart) answers ``NOSCRIPT`` to every call of the pipeline, so none
-        ran: the scripts are loaded and the pipeline is sent once more."""
+    def _run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One script call, by SHA (``EVALSHA``: redis-py's ``Script`` objects ask
+        ``SCRIPT EXISTS`` first in pipelines, a second round trip).  A Redis that lost
+        its script cache (a restart) answers ``NOSCRIPT`` without running anything: the
+        script is loaded and the call sent once more."""
         client = self._client()
-        no_script = _import_redis().exceptions.NoScriptError
-        for attempt in (1, 2):
-            pipe = client.pipeline(transaction=False)
-            for name, keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-            try:
-                return list(pipe.execute())
-            except no_script:
-                if attempt == 2:
-                    raise
-                for script in self._scripts.values():
-                    client.script_load(script.script)
-        raise AssertionError("unreachable")
+        script = self._scripts[name]
+        try:
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except _import_redis().exceptions.NoScriptError:
+            client.script_load(script.script)
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _settle_call(self, work: Sequence[tuple[str, str, Sequence[str]]]
+                     ) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of one ``SETTLE`` call for ``(stream, entry id, dead
+        letters)`` items."""
+        keys = [self.dead_key, self._dead_seq_key]
+        index: dict[str, int] = {}
+        args: list[Any] = [GROUP, self.dead_maxlen]
+        for stream, entry, texts in work:
+            k = index.get(stream)
+            if k is None:
+                keys.append(stream)
+                k = index[stream] = len(keys)
+            args += [k, entry, len(texts), *texts]
+        return keys, args
 
     def _script(self, name: str) -> Any:
         self._client()
@@ -430,12 +533,12 @@ class RedisOutbox(Outbox):
         body = _body(item)
         if not self._buffer and self._available():
             try:
-                added = self._script("put")(keys=[self.events_key], args=[self.maxlen, body])
+                added = self._run_script("put", [self.events_key], [self.maxlen, body])
             except self._errors() as error:
                 self._failed(error, "accepting an event")
             else:
                 self._answered()
-                if added is None:
+                if not added:
                     return False  # full: the Tracker counts dropped:queue_full
                 with self._lock:
                     self._last += 1
@@ -519,7 +622,12 @@ class RedisOutbox(Outbox):
             self._tick(force=True)
 
     def maintain(self) -> bool:
-        return self._tick(force=True)
+        """Periodic upkeep; also a safety net for a notice the waker missed: every lane
+        looks in Redis once."""
+        if self.role == "worker":
+            for stream in self._groups:
+                self._more[stream] = True
+        return self._tick(force=True) or self.role == "worker"
 
     def stop_taking(self) -> None:
         """Graceful stop, step one: hand out nothing more (in-flight work finishes)."""
@@ -536,29 +644,25 @@ class RedisOutbox(Outbox):
         self._tick()
         if self.role != "worker" or not self._taking or not self._available():
             return []
+        waiting = self._waiting.setdefault(self.events_key, deque())
+        if len(waiting) < limit:
+            waiting.extend(self._read(self.events_key, limit - len(waiting)))
         out: list[tuple[int, Payload | str]] = []
-        for entry, fields in self._read(self.events_key, limit, self._reclaimed_events()):
+        while waiting and len(out) < limit:
+            entry, fields = waiting.popleft()
             key = next(self._keys)
             self._taken[key] = entry
             out.append((key, fields.get("e", "")))
         return out
 
-    def _reclaimed_events(self) -> deque[tuple[str, dict[str, str]]]:
-        return self._reclaimed.setdefault(self.events_key, deque())
-
-    def _read(self, stream: str, limit: int, waiting: deque[tuple[str, dict[str, str]]]
-              ) -> list[tuple[str, dict[str, str]]]:
-        """Entries taken over from dead workers first, then new ones for this group."""
-        out: list[tuple[str, dict[str, str]]] = []
-        while waiting and len(out) < limit:
-            out.append(waiting.popleft())
-        if len(out) >= limit:
-            return out
+    def _read(self, stream: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Up to ``count`` entries no consumer of the group has read yet, now this
+        worker's (``XREADGROUP``); ``_more[stream]`` says whether more may wait."""
         try:
             self._ensure_group(stream)
             try:
                 reply = self._client().xreadgroup(GROUP, self.consumer, {stream: ">"},
-                                                  count=limit - len(out))
+                                                  count=count)
             except self._redis.ResponseError as error:
                 if "NOGROUP" not in str(error):
                     raise
@@ -567,10 +671,12 @@ class RedisOutbox(Outbox):
                 reply = []
         except self._errors() as error:
             self._failed(error, "reading work")
-            return out
+            return []
         self._answered()
-        for _name, entries in reply or []:
+        out: list[tuple[str, dict[str, str]]] = []
+        for _name, entries in _stream_rows(reply):
             out.extend((entry, fields or {}) for entry, fields in entries)
+        self._more[stream] = len(out) >= count
         return out
 
     def _ensure_group(self, stream: str) -> None:
@@ -585,10 +691,15 @@ class RedisOutbox(Outbox):
         self._next_claim = 0.0  # look for a stopped worker's entries in it right away
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
+        """One script call for the whole round: acknowledge and delete each event, add
+        its deliveries, and take them (up to ``TAKE_AHEAD`` waiting per destination) for
+        this worker's lanes, which then need no read of their own (see ``ROUTE``)."""
         refused: list[tuple[int, str]] = []
         calls: list[tuple[Routing, list[str]]] = []
+        names: list[str] = []
+        index: dict[str, int] = {}
+        events: list[Any] = []
         try:
-            scripted: list[tuple[str, list[str], list[Any]]] = []
             for routing in routings:
                 entry = self._taken.get(routing.key)
                 if entry is None:
@@ -597,11 +708,23 @@ class RedisOutbox(Outbox):
                 body = (json.dumps(routing.event.to_dict(), separators=(",", ":"),
                                    ensure_ascii=False, default=str)
                         if routing.event is not None and destinations else "")
-                scripted.append(("route",
-                                 [self.events_key, *map(self._dest_key, destinations)],
-                                 [GROUP, entry, self.maxlen, body]))
+                events += [entry, body, len(destinations)]
+                for name in destinations:
+                    k = index.get(name)
+                    if k is None:
+                        names.append(name)
+                        k = index[name] = len(names) + 1  # KEYS[1] is the events stream
+                    events.append(k)
                 calls.append((routing, destinations))
-            results = self._run_scripts(scripted) if calls else []
+            if not calls:
+                return []
+            streams = [self._dest_key(name) for name in names]
+            for stream in streams:
+                self._ensure_group(stream)  # once per process: takeover and backlog know it
+            wanted = [max(0, TAKE_AHEAD - len(self._waiting.get(stream, ())))
+                      if self._taking else 0 for stream in streams]
+            results = self._run_script("route", [self.events_key, *streams],
+                                       [GROUP, self.maxlen, self.consumer, *wanted, *events])
         except self._errors() as error:
             # Left pending on us and no longer refreshed: taken over after claim_idle.
             for routing in routings:
@@ -609,15 +732,35 @@ class RedisOutbox(Outbox):
             self._failed(error, "routing events")
             return []
         self._answered()
-        for (routing, destinations), added in zip(calls, results, strict=True):
+        added_by_event, taken = results
+        new: dict[tuple[str, str], tuple[Event, list[WireRequest] | None]] = {}
+        last: dict[str, str] = {}
+        for (routing, destinations), added in zip(calls, added_by_event, strict=True):
             self._taken.pop(routing.key, None)
-            if added is None:
+            if not isinstance(added, list):
                 continue  # another worker routed it after taking it over
+            assert routing.event is not None
             for name, entry in zip(destinations, added, strict=True):
                 if not entry:
                     refused.append((routing.key, name))
                 else:
-                    self._cache(name, entry, routing.event, routing.requests[name])
+                    new[(name, entry)] = (routing.event, routing.requests[name])
+                    last[name] = entry  # ids grow within a stream
+        for name, entry in last.items():
+            self._own_last[self._dest_key(name)] = _entry_order(entry)
+        for name, stream, want, got in zip(names, streams, wanted, taken, strict=True):
+            waiting = self._waiting.setdefault(stream, deque())
+            for i in range(0, len(got), 2):
+                entry, fields = got[i], got[i + 1]
+                mine = new.pop((name, entry), None)
+                if mine is not None:
+                    self._ahead[(name, entry)] = mine
+                    waiting.append((entry, {}))
+                else:
+                    waiting.append((entry, _fields(fields)))
+            self._more[stream] = len(got) // 2 >= want
+        for (name, entry), (event, requests) in new.items():  # left in Redis for now
+            self._cache(name, entry, event, requests)
         return refused
 
     def _cache(self, destination: str, entry: str, event: Event | None,
@@ -631,17 +774,24 @@ class RedisOutbox(Outbox):
             self._rendered.popitem(last=False)
 
     def next_for(self, destination: str, limit: int) -> list[Delivery]:
+        """What waits for this worker first (taken ahead when routing, or taken over);
+        Redis is asked only when unread entries may be there (``_more``), and then for
+        up to ``TAKE_AHEAD`` at once."""
         self._tick()
         if self.role != "worker" or not self._taking or not self._available():
             return []
         stream = self._dest_key(destination)
+        waiting = self._waiting.setdefault(stream, deque())
+        if len(waiting) < limit and self._more.get(stream, True):
+            waiting.extend(self._read(stream, max(limit, TAKE_AHEAD - len(waiting))))
         out: list[Delivery] = []
         broken: list[Delivery] = []
-        waiting = self._reclaimed.setdefault(stream, deque())
-        for entry, fields in self._read(stream, limit, waiting):
+        while waiting and len(out) + len(broken) < limit:
+            entry, fields = waiting.popleft()
             key = next(self._keys)
             self._handed[key] = (destination, entry)
-            cached = self._rendered.pop((destination, entry), None)
+            cached = (self._ahead.pop((destination, entry), None)
+                      or self._rendered.pop((destination, entry), None))
             try:
                 event = (cached[0] if cached is not None
                          else Event.from_dict(json.loads(fields.get("e", ""))))
@@ -657,6 +807,19 @@ class RedisOutbox(Outbox):
                            len(broken), destination, self.url)
             self.settle(broken)
         return out
+
+    def notice(self, stream: str, entry: str) -> bool:
+        """The worker's waker saw ``entry`` added to ``stream``: True when that is work
+        for this worker to look at (a new event, or a delivery another worker or a
+        replay added); this worker's own deliveries, taken ahead when it routed them,
+        are not."""
+        if stream == self.events_key:
+            return True
+        last = self._own_last.get(stream)
+        if last is not None and _entry_order(entry) <= last:
+            return False
+        self._more[stream] = True
+        return True
 
     def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
         by_event: dict[tuple[str, str], list[str]] = {}
@@ -674,17 +837,29 @@ class RedisOutbox(Outbox):
         for (destination, _), texts in by_event.items():  # letters matching no delivery
             work.append((destination, "", texts))
         self._unsettled.extend(work)
+        if len(self._unsettled) >= SETTLE_BATCH:
+            self._settle_pending()
+        elif self._settle_timer is None and self._unsettled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not in the sender's loop (close, a test): at once
+                self._settle_pending()
+            else:
+                self._settle_timer = loop.call_later(SETTLE_EVERY, self._settle_due)
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
         self._settle_pending()
 
     def _settle_pending(self) -> None:
+        """Settle what finished, in one script call (see ``SETTLE``)."""
         if not self._unsettled or not self._available():
             return
         work, self._unsettled = self._unsettled, []
         try:
-            self._run_scripts([
-                ("settle", [self._dest_key(destination), self.dead_key, self._dead_seq_key],
-                 [GROUP, entry, self.dead_maxlen, *texts])
-                for destination, entry, texts in work])
+            self._run_script("settle", *self._settle_call(
+                [(self._dest_key(destination), entry, texts)
+                 for destination, entry, texts in work]))
         except self._errors() as error:
             self._unsettled = work + self._unsettled  # kept (and refreshed) for later
             self._failed(error, "settling deliveries")
@@ -736,7 +911,8 @@ class RedisOutbox(Outbox):
         """Upkeep, rate-limited; runs on every ``take_new`` (the dispatcher calls it at
         least once a second) so that its pace follows ``claim_idle``, not the sender's."""
         more = self._drain_buffer()
-        self._settle_pending()
+        if self._settle_timer is None:  # else settled when it fires
+            self._settle_pending()
         if self.role != "worker" or not self._available():
             return more
         now = time.monotonic()
@@ -752,7 +928,7 @@ class RedisOutbox(Outbox):
         return more
 
     def _drain_buffer(self) -> bool:
-        """Move staged events to Redis: one pipelined round trip for up to 500."""
+        """Move staged events to Redis: one script call for up to 500."""
         if not self._buffer or not self._available():
             return False
         with self._lock:
@@ -773,15 +949,13 @@ class RedisOutbox(Outbox):
             else:
                 bodies.append(item if isinstance(item, str) else _body(item))
         try:
-            results: list[Any] = []
-            if bodies:
-                results = self._run_scripts([("put", [self.events_key], [self.maxlen, body])
-                                             for body in bodies])
+            added = (int(self._run_script("put", [self.events_key], [self.maxlen, *bodies]))
+                     if bodies else 0)
         except self._errors() as error:
             self._failed(error, "moving buffered events")
             return False
         self._answered()
-        full = sum(1 for r in results if r is None)
+        full = len(bodies) - added
         with self._lock:
             for _ in batch:
                 self._buffer.popleft()
@@ -799,7 +973,7 @@ class RedisOutbox(Outbox):
         held = [(self.events_key, entry) for entry in self._taken.values()]
         held += [(self._dest_key(dest), entry) for dest, entry in self._handed.values()]
         held += [(self._dest_key(dest), entry) for dest, entry, _ in self._unsettled if entry]
-        held += [(stream, entry) for stream, waiting in self._reclaimed.items()
+        held += [(stream, entry) for stream, waiting in self._waiting.items()
                  for entry, _ in waiting]
         self._touch(held, 0)
 
@@ -849,7 +1023,7 @@ class RedisOutbox(Outbox):
         taken: dict[str, int] = {}
         for stream, entry, fields in claimed:
             if (stream, entry) not in poison:
-                self._reclaimed.setdefault(stream, deque()).append((entry, fields))
+                self._waiting.setdefault(stream, deque()).append((entry, fields))
                 taken[stream] = taken.get(stream, 0) + 1
         for stream, n in taken.items():
             logger.info("cdptrack: took over %d idle entries of %s from a stopped worker",
@@ -877,15 +1051,12 @@ class RedisOutbox(Outbox):
         if not poison:
             return set()
         found = {(stream, entry) for stream, entry, _, _ in poison}
+        work = [(stream, entry, [json.dumps(
+                    _letter_dict(self._poison_letter(stream, fields, times)),
+                    ensure_ascii=False, default=str)])
+                for stream, entry, fields, times in poison]
         try:
-            pipe = self._client().pipeline(transaction=False)
-            script = self._script("settle")
-            for stream, entry, fields, times in poison:
-                letter = self._poison_letter(stream, fields, times)
-                text = json.dumps(_letter_dict(letter), ensure_ascii=False, default=str)
-                script(keys=[stream, self.dead_key, self._dead_seq_key],
-                       args=[GROUP, entry, self.dead_maxlen, text], client=pipe)
-            moved = pipe.execute()
+            moved = self._run_script("settle", *self._settle_call(work))
         except self._errors() as error:
             self._failed(error, "dead-lettering entries handed out too often")
             return found
@@ -1001,15 +1172,19 @@ class RedisOutbox(Outbox):
         if self._client_obj is None:
             return
         self._available_now()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
         self._settle_pending()
         held = [(self.events_key, entry) for entry in self._taken.values()]
         held += [(self._dest_key(dest), entry) for dest, entry in self._handed.values()]
-        held += [(stream, entry) for stream, waiting in self._reclaimed.items()
+        held += [(stream, entry) for stream, waiting in self._waiting.items()
                  for entry, _ in waiting]
         self._touch(held, RELEASED_IDLE_MS)
         self._taken.clear()
         self._handed.clear()
-        self._reclaimed.clear()
+        self._waiting.clear()
+        self._ahead.clear()
         while self._buffer and self._drain_buffer():
             pass
         with self._lock:
@@ -1033,6 +1208,32 @@ class RedisOutbox(Outbox):
 
     def __repr__(self) -> str:
         return f"RedisOutbox({self.url!r}, prefix={self.prefix!r}, role={self.role!r})"
+
+
+def _stream_rows(reply: Any) -> list[tuple[str, list[Any]]]:
+    """``XREADGROUP``'s answer as (stream, entries) pairs (RESP2 gives a list, RESP3 a
+    map)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(row[0], row[1]) for row in reply]
+
+
+def _fields(flat: Any) -> dict[str, str]:
+    """An entry's fields from a script's answer (a flat name, value list)."""
+    if not isinstance(flat, list):
+        return {}
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+def _entry_order(entry: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as something that sorts like the stream."""
+    ms, _, seq = entry.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)
 
 
 def _with_id(item: Payload) -> Payload:
