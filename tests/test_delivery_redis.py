@@ -361,6 +361,38 @@ def test_appends_routing_reads_and_settles_are_batched_not_one_command_per_event
     client.close()
 
 
+def test_a_producer_s_sender_is_woken_once_while_captures_keep_coming(
+        apis: FourApis, redis: RedisServer, prefix: str) -> None:
+    """A web process's sender polls on its own timer while its staged bursts keep going
+    to Redis, instead of going back to sleep after each burst and being woken by the
+    next capture (a cross-thread wake-up costs the request thread a write and the
+    sender a loop round: that was about one per three page views)."""
+    web = producer(apis, redis.url(prefix))
+    web.start()
+    sender = web._sender
+    assert sender is not None and sender.wait_ready(5)
+    loop = sender._loop
+    assert loop is not None
+    wakes = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return real(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    for i in range(150):  # a page view every 2 ms for 0.3 s
+        web.capture(product_viewed(i))
+        time.sleep(0.002)
+    assert web.flush(10)
+    assert wakes <= 5, wakes
+    client = redis_client(redis)
+    assert client.xlen(f"{{{prefix}}}:events") == 150
+    web.shutdown()
+    client.close()
+
+
 # -- poison entries: taken over at most max_deliveries times ------------------------------
 
 

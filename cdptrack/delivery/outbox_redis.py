@@ -380,6 +380,7 @@ class RedisOutbox(Outbox):
         self._staging = False
         self.accepts_deferred = False
         self._refused: dict[str, int] = {}  # staged, then refused: for the sender to count
+        self._moved = False  # staged events went to Redis since took_staged()
         # key -> (stream, entry id)
         self._requeued: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._checked = 0.0
@@ -564,6 +565,10 @@ class RedisOutbox(Outbox):
         with self._lock:
             refused, self._refused = self._refused, {}
         return refused
+
+    def took_staged(self) -> bool:
+        moved, self._moved = self._moved, False
+        return moved
 
     def drops(self) -> dict[str, int]:
         """Events this outbox refused or lost, by reason (``outbox_unavailable``)."""
@@ -956,6 +961,7 @@ class RedisOutbox(Outbox):
             return False
         self._answered()
         full = len(bodies) - added
+        self._moved = True
         with self._lock:
             for _ in batch:
                 self._buffer.popleft()
