@@ -37,14 +37,15 @@ Before the sender starts, and in a forked child until its own sender starts, ``p
 writes through (one round trip per event).
 
 **A worker's round trips: per round, never per event.**  Routing a round of events (up
-to 256) is one script call, and that call also takes up to ``TAKE_AHEAD`` of the new
-deliveries per destination for this worker's lanes (``XREADGROUP`` inside the script), so
-the lanes need no read of their own while the worker keeps up; a lane reads Redis only
-when more unread entries may be there (the script could not take them all, or the
-worker's waker saw another worker or a replay add some).  Finished deliveries are
-settled in one script call per burst (``SETTLE_EVERY``, 20 ms, or ``SETTLE_BATCH``): a
-worker killed in that window has them sent again by the worker that takes them over
-(at least once, same message ids).
+to 256) is one script call, and that call also takes the new deliveries for this
+worker's lanes (``XREADGROUP`` inside the script; per destination what a lane starts at
+once plus what it finished since the last take, see ``TAKE_AHEAD``), so the lanes need
+no read of their own while the worker keeps up.  A lane reads Redis only when unread
+entries may be there (the script did not take them all, or the worker's waker saw
+another worker or a replay add some).  Finished deliveries are settled in one script
+call per burst (``SETTLE_EVERY``, 20 ms, or ``SETTLE_BATCH``): a worker killed in that
+window has them sent again by the worker that takes them over (at least once, same
+message ids).
 
 **Guarantees.** Once an event is in Redis it is delivered at least once per destination
 even if workers die: a worker keeps its in-flight entries fresh (``XCLAIM ... JUSTID``
@@ -125,11 +126,13 @@ MAX_UNREADABLE_CHARS = 2000
 # or as soon as this many wait (a crash in between sends them again, same message ids).
 SETTLE_EVERY = 0.02
 SETTLE_BATCH = 512
-# Deliveries per destination a worker takes from Redis ahead of its lanes: when routing
-# (the script that adds them takes them for this worker at once) and when reading.
-# About what a lane starts at once (4 workers x 4); more would leave other workers of
-# the fleet idle while this one holds work it has not started.
+# Deliveries per destination a worker takes from Redis ahead of its lanes, when routing
+# (the script that adds them takes them for this worker at once) and when reading: what
+# a lane starts at once (4 workers x 4), plus as many as the lane finished since the
+# last take (what it keeps up with), at most TAKE_AHEAD_MAX.  Taking more would leave
+# other workers of the fleet idle while this one holds work it has not started.
 TAKE_AHEAD = 16
+TAKE_AHEAD_MAX = 256
 RELEASED_IDLE_MS = 10**11  # "idle for years": any worker's XAUTOCLAIM takes it at once
 OUR_OPTIONS = {"prefix", "role", "maxlen", "claim_idle", "buffer", "dead_maxlen",
                "max_deliveries"}
@@ -396,7 +399,7 @@ class RedisOutbox(Outbox):
         self._handed: dict[int, tuple[str, str]] = {}  # delivery key -> (dest, entry id)
         # Per stream, entries this consumer holds in Redis (pending on it) and has not
         # handed out yet: taken over from stopped workers, or taken ahead while routing
-        # (up to TAKE_AHEAD per destination) or reading.
+        # (see TAKE_AHEAD) or reading.
         self._waiting: dict[str, deque[tuple[str, dict[str, str]]]] = {}
         # (destination, entry id) -> the event of a waiting entry this worker routed
         # itself, and its rendered requests (None: the lane renders).
@@ -404,6 +407,9 @@ class RedisOutbox(Outbox):
         # Per stream: whether entries no consumer has read yet may be in it (then a lane
         # out of waiting entries reads; else it sleeps without asking Redis).
         self._more: dict[str, bool] = {}
+        # Per destination stream, deliveries settled since this worker last took some
+        # (see TAKE_AHEAD).
+        self._finished: dict[str, int] = {}
         # Per destination stream, the newest entry this worker added (the waker ignores
         # its own entries, see notice()).
         self._own_last: dict[str, tuple[int, int]] = {}
@@ -697,7 +703,7 @@ class RedisOutbox(Outbox):
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
         """One script call for the whole round: acknowledge and delete each event, add
-        its deliveries, and take them (up to ``TAKE_AHEAD`` waiting per destination) for
+        its deliveries, and take them (as many as the lane keeps up with, see ``TAKE_AHEAD``) for
         this worker's lanes, which then need no read of their own (see ``ROUTE``)."""
         refused: list[tuple[int, str]] = []
         calls: list[tuple[Routing, list[str]]] = []
@@ -726,8 +732,7 @@ class RedisOutbox(Outbox):
             streams = [self._dest_key(name) for name in names]
             for stream in streams:
                 self._ensure_group(stream)  # once per process: takeover and backlog know it
-            wanted = [max(0, TAKE_AHEAD - len(self._waiting.get(stream, ())))
-                      if self._taking else 0 for stream in streams]
+            wanted = [self._appetite(stream) if self._taking else 0 for stream in streams]
             results = self._run_script("route", [self.events_key, *streams],
                                        [GROUP, self.maxlen, self.consumer, *wanted, *events])
         except self._errors() as error:
@@ -754,6 +759,8 @@ class RedisOutbox(Outbox):
         for name, entry in last.items():
             self._own_last[self._dest_key(name)] = _entry_order(entry)
         for name, stream, want, got in zip(names, streams, wanted, taken, strict=True):
+            if want:
+                self._finished[stream] = 0
             waiting = self._waiting.setdefault(stream, deque())
             for i in range(0, len(got), 2):
                 entry, fields = got[i], got[i + 1]
@@ -781,14 +788,16 @@ class RedisOutbox(Outbox):
     def next_for(self, destination: str, limit: int) -> list[Delivery]:
         """What waits for this worker first (taken ahead when routing, or taken over);
         Redis is asked only when unread entries may be there (``_more``), and then for
-        up to ``TAKE_AHEAD`` at once."""
+        as many at once as the lane keeps up with (see ``TAKE_AHEAD``)."""
         self._tick()
         if self.role != "worker" or not self._taking or not self._available():
             return []
         stream = self._dest_key(destination)
         waiting = self._waiting.setdefault(stream, deque())
         if len(waiting) < limit and self._more.get(stream, True):
-            waiting.extend(self._read(stream, max(limit, TAKE_AHEAD - len(waiting))))
+            waiting.extend(self._read(stream, max(limit - len(waiting),
+                                                  self._appetite(stream))))
+            self._finished[stream] = 0
         out: list[Delivery] = []
         broken: list[Delivery] = []
         while waiting and len(out) + len(broken) < limit:
@@ -813,6 +822,11 @@ class RedisOutbox(Outbox):
             self.settle(broken)
         return out
 
+    def _appetite(self, stream: str) -> int:
+        """How many more of ``stream``'s deliveries to take ahead now (see TAKE_AHEAD)."""
+        want = min(TAKE_AHEAD_MAX, TAKE_AHEAD + self._finished.get(stream, 0))
+        return max(0, want - len(self._waiting.get(stream, ())))
+
     def notice(self, stream: str, entry: str) -> bool:
         """The worker's waker saw ``entry`` added to ``stream``: True when that is work
         for this worker to look at (a new event, or a delivery another worker or a
@@ -833,10 +847,13 @@ class RedisOutbox(Outbox):
             by_event.setdefault((letter.destination, str(letter.event.get("message_id"))),
                                 []).append(text)
         work: list[tuple[str, str, list[str]]] = []
+        finished = self._finished
         for delivery in done:
             place = self._handed.pop(delivery.key, None)
             if place is None:
                 continue
+            stream = self._dest_key(place[0])
+            finished[stream] = finished.get(stream, 0) + 1
             texts = by_event.pop((delivery.destination, delivery.event.message_id), [])
             work.append((place[0], place[1], texts))
         for (destination, _), texts in by_event.items():  # letters matching no delivery
