@@ -361,6 +361,22 @@ def test_appends_routing_reads_and_settles_are_batched_not_one_command_per_event
     client.close()
 
 
+def test_an_invalid_event_in_a_routing_round_is_settled_and_the_others_delivered(
+        apis: FourApis, redis: RedisServer, prefix: str, workers: Workers) -> None:
+    url = redis.url(prefix)
+    web = RedisOutbox.from_url(url)
+    assert web.put(product_viewed(0))
+    assert web.put({"type": "not-an-event-type"})  # validated by the worker, dropped
+    assert web.put(product_viewed(1))
+    assert workers.run_once(apis, url) == 0
+    assert all_arrived(apis, 2)
+    client = redis_client(redis)
+    assert client.xlen(f"{{{prefix}}}:events") == 0
+    assert client.xpending(f"{{{prefix}}}:events", GROUP)["pending"] == 0
+    web.close()
+    client.close()
+
+
 def test_a_producer_s_sender_is_woken_once_while_captures_keep_coming(
         apis: FourApis, redis: RedisServer, prefix: str) -> None:
     """A web process's sender polls on its own timer while its staged bursts keep going

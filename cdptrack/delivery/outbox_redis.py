@@ -703,8 +703,8 @@ class RedisOutbox(Outbox):
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
         """One script call for the whole round: acknowledge and delete each event, add
-        its deliveries, and take them (as many as the lane keeps up with, see ``TAKE_AHEAD``) for
-        this worker's lanes, which then need no read of their own (see ``ROUTE``)."""
+        its deliveries, and take them for this worker's lanes (as many as each lane
+        keeps up with, see ``TAKE_AHEAD``), which then need no read of their own."""
         refused: list[tuple[int, str]] = []
         calls: list[tuple[Routing, list[str]]] = []
         names: list[str] = []
@@ -747,14 +747,14 @@ class RedisOutbox(Outbox):
         last: dict[str, str] = {}
         for (routing, destinations), added in zip(calls, added_by_event, strict=True):
             self._taken.pop(routing.key, None)
-            if not isinstance(added, list):
-                continue  # another worker routed it after taking it over
-            assert routing.event is not None
+            event = routing.event
+            if not isinstance(added, list) or event is None:
+                continue  # routed by another worker after a takeover, or invalid
             for name, entry in zip(destinations, added, strict=True):
                 if not entry:
                     refused.append((routing.key, name))
                 else:
-                    new[(name, entry)] = (routing.event, routing.requests[name])
+                    new[(name, entry)] = (event, routing.requests[name])
                     last[name] = entry  # ids grow within a stream
         for name, entry in last.items():
             self._own_last[self._dest_key(name)] = _entry_order(entry)
@@ -1043,14 +1043,15 @@ class RedisOutbox(Outbox):
         if not claimed:
             return False
         poison = self._poison(claimed)
-        taken: dict[str, int] = {}
+        taken: dict[str, list[tuple[str, dict[str, str]]]] = {}
         for stream, entry, fields in claimed:
             if (stream, entry) not in poison:
-                self._waiting.setdefault(stream, deque()).append((entry, fields))
-                taken[stream] = taken.get(stream, 0) + 1
-        for stream, n in taken.items():
+                taken.setdefault(stream, []).append((entry, fields))
+        for stream, entries in taken.items():
+            # Older than what this worker took ahead: handed out first.
+            self._waiting.setdefault(stream, deque()).extendleft(reversed(entries))
             logger.info("cdptrack: took over %d idle entries of %s from a stopped worker",
-                        n, stream)
+                        len(entries), stream)
         return bool(taken)
 
     def _poison(self, claimed: Sequence[tuple[str, str, dict[str, str]]]
