@@ -36,6 +36,7 @@ from support.redis_server import RedisServer
 
 from cdptrack import cli
 from cdptrack.config import ConfigError
+from cdptrack.delivery import outbox_redis
 from cdptrack.delivery.outbox import Routing
 from cdptrack.delivery.outbox_redis import GROUP, RedisOutbox
 from cdptrack.destinations import render_event
@@ -375,6 +376,38 @@ def test_an_invalid_event_in_a_routing_round_is_settled_and_the_others_delivered
     assert client.xpending(f"{{{prefix}}}:events", GROUP)["pending"] == 0
     web.close()
     client.close()
+
+
+def test_a_worker_reads_its_own_deliveries_back_without_their_bodies(
+        redis: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries a worker routed but did not take at once come back to it as ids only
+    (it has their events in memory); another worker reads them whole; and when the
+    worker no longer has an event in memory, it reads that entry's body."""
+    monkeypatch.setattr(outbox_redis, "TAKE_AHEAD", 0)  # routing takes nothing ahead
+    url = redis.url(prefix)
+    web = RedisOutbox.from_url(url)
+    for i in range(4):
+        assert web.put(product_viewed(i))
+    router = RedisOutbox.from_url(url, role="worker")
+    router.start()
+    taken = router.take_new(10)
+    assert len(taken) == 4
+    events = {key: Event.from_dict(json.loads(str(body))) for key, body in taken}
+    assert router.route([Routing(key, event, {"customerio": None, "orangepill": None})
+                         for key, event in events.items()]) == []
+    other = RedisOutbox.from_url(url, role="worker")
+    other.start()
+    stream = f"{{{prefix}}}:d:orangepill"
+    mine = router._read(stream, 2)
+    theirs = other._read(stream, 2)
+    assert [fields for _, fields in mine] == [{}, {}]  # ids only
+    assert all(json.loads(fields["e"])["message_id"] for _, fields in theirs)
+
+    router._rendered.clear()  # as if its bounded cache had let them go
+    got = router.next_for("customerio", 10)
+    assert [d.event.message_id for d in got] == [e.message_id for e in events.values()]
+    for worker in (router, other, web):
+        worker.close()
 
 
 def test_a_producer_s_sender_is_woken_once_while_captures_keep_coming(

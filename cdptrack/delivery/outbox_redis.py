@@ -15,7 +15,8 @@ one outbox in one Redis Cluster slot, so the Lua scripts below may touch several
   script per round of events, adds one delivery per destination and acknowledges and
   deletes the event.
 * ``{prefix}:d:<destination>``: stream of deliveries for one destination (field ``e`` =
-  canonical JSON, ``o`` = the message ids to replay), group ``workers``.  A delivery is
+  canonical JSON, ``o`` = the message ids to replay, ``r`` = a tag of the process that
+  routed it, which reads it back as an id only), group ``workers``.  A delivery is
   acknowledged and deleted when that destination has it (sent or dead-lettered), so
   ``XLEN`` of a stream is exactly its unfinished work, and a dead API only grows its
   own stream.
@@ -153,44 +154,44 @@ return n
 """
 
 # KEYS[1] events, KEYS[2..] destination streams; ARGV[1] group, ARGV[2] maxlen, ARGV[3]
-# this consumer, then per destination stream (KEYS[k] -> ARGV[k + 2]) how many of its
-# entries this worker takes ahead, then per event: its entry id, its JSON, how many
-# destinations n, and n indexes into KEYS.  Returns {per event: 0 when another worker
-# routed it already, else one new entry id per destination ('' when that stream was
-# full); per destination stream: the entries taken (XREADGROUP), as id, fields pairs
-# where the fields of an entry added by this call are 0 (the caller has them)}.
+# this consumer, ARGV[4] this process's tag (written with each delivery, see READ), then
+# per destination stream (KEYS[k] -> ARGV[k + 3]) how many of its entries this worker
+# takes ahead, then per event: its entry id, its destinations as KEYS indexes ("2,3,5"),
+# its JSON.  Returns {per event: 0 when another worker routed it already, else one new
+# entry id per destination ('' when that stream was full); per destination stream: the
+# entries taken (XREADGROUP), as id, fields pairs where the fields of an entry added by
+# this call are 0 (the caller has them)}.
 ROUTE = """
-local group, maxlen, consumer = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local group, maxlen, consumer, tag = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local room, own, out = {}, {}, {}
-local i = #KEYS + 3
+local i = #KEYS + 4
 while i <= #ARGV do
-  local entry, body, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local entry, dests, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   i = i + 3
   if redis.call('XACK', KEYS[1], group, entry) == 0 then
     out[#out + 1] = 0
   else
     redis.call('XDEL', KEYS[1], entry)
     local ids = {}
-    for j = 0, n - 1 do
-      local k = tonumber(ARGV[i + j])
+    for d in string.gmatch(dests, '%d+') do
+      local k = tonumber(d)
       if room[k] == nil then room[k] = maxlen - redis.call('XLEN', KEYS[k]) end
       if room[k] > 0 then
-        local id = redis.call('XADD', KEYS[k], '*', 'e', body)
-        ids[j + 1] = id
+        local id = redis.call('XADD', KEYS[k], '*', 'e', body, 'r', tag)
+        ids[#ids + 1] = id
         own[id] = true
         room[k] = room[k] - 1
       else
-        ids[j + 1] = ''
+        ids[#ids + 1] = ''
       end
     end
     out[#out + 1] = ids
   end
-  i = i + n
 end
 local taken = {}
 for k = 2, #KEYS do
   local got = {}
-  local want = tonumber(ARGV[k + 2])
+  local want = tonumber(ARGV[k + 3])
   if want > 0 then
     local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[k], '>'}
     local reply = redis.pcall(unpack(args))
@@ -210,13 +211,49 @@ end
 return {out, taken}
 """
 
-# KEYS[1] dead stream, KEYS[2] dead id sequence, KEYS[3..] destination streams; ARGV[1]
-# group, ARGV[2] dead maxlen, then per delivery: the index into KEYS of its stream, its
-# entry id ('' for letters without one), how many dead letters n, and n letters as JSON.
-# Per delivery: 1, or 0 when another worker settled it already (its letters are skipped).
-SETTLE = """
+# KEYS[1] destination stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] count, ARGV[4]
+# this process's tag.  XREADGROUP, as id, fields pairs; the fields of an entry this
+# process routed (field r = the tag) are 0: its worker has the event in memory, so its
+# body need not come back over the wire.
+READ = """
+local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>'}
+local reply = redis.pcall(unpack(args))
+if type(reply) == 'table' and reply.err then
+  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+  reply = redis.call(unpack(args))
+end
 local out = {}
-local i = 3
+if reply then
+  for _, e in ipairs(reply[1][2]) do
+    local f, mine = e[2], false
+    for j = 1, #f - 1, 2 do
+      if f[j] == 'r' and f[j + 1] == ARGV[4] then mine = true end
+    end
+    out[#out + 1] = e[1]
+    if mine then out[#out + 1] = 0 else out[#out + 1] = f end
+  end
+end
+return out
+"""
+
+# KEYS[1] dead stream, KEYS[2] dead id sequence, KEYS[3..] destination streams; ARGV[1]
+# group, ARGV[2] dead maxlen, ARGV[3] how many groups of plain deliveries follow, each:
+# the KEYS index of its stream, how many entries n, n entry ids; then per delivery with
+# dead letters: its KEYS index, its entry id ('' for letters without one), how many
+# letters n, and n letters as JSON.  Per delivery with letters: 1, or 0 when another
+# worker settled it already (its letters are skipped).
+SETTLE = """
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local stream, n = KEYS[tonumber(ARGV[i])], tonumber(ARGV[i + 1])
+  for j = i + 2, i + 1 + n do
+    if redis.call('XACK', stream, ARGV[1], ARGV[j]) == 1 then
+      redis.call('XDEL', stream, ARGV[j])
+    end
+  end
+  i = i + 2 + n
+end
+local out = {}
 while i <= #ARGV do
   local stream, entry, n = KEYS[tonumber(ARGV[i])], ARGV[i + 1], tonumber(ARGV[i + 2])
   local done = 1
@@ -372,6 +409,7 @@ class RedisOutbox(Outbox):
         self._client_obj: Any = None
         self._scripts: dict[str, Any] = {}
         self.consumer = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._tag = uuid.uuid4().hex[:8]  # on the deliveries this process routes
         # capture side
         self._last = 0
         # Staged (and, while Redis is down, buffered) events: the JSON text, or while
@@ -418,7 +456,8 @@ class RedisOutbox(Outbox):
         self._settle_timer: asyncio.TimerHandle | None = None
         # (destination, entry id) -> the routed event and its rendered requests, so this
         # worker's lane neither decodes and validates the entry again nor renders it.
-        self._rendered: OrderedDict[tuple[str, str], tuple[Event, list[WireRequest]]] = (
+        self._rendered: OrderedDict[tuple[str, str],
+                                    tuple[Event, list[WireRequest] | None]] = (
             OrderedDict())
         self._groups: set[str] = set()
         self._cursors: dict[str, str] = {}
@@ -452,7 +491,7 @@ class RedisOutbox(Outbox):
             client = redis.Redis.from_url(self._conn_url, **options)
             self._client_obj = client
             self._scripts = {name: client.register_script(text) for name, text in (
-                ("put", PUT), ("route", ROUTE), ("settle", SETTLE),
+                ("put", PUT), ("route", ROUTE), ("read", READ), ("settle", SETTLE),
                 ("requeue", REQUEUE), ("touch", TOUCH))}
         return client
 
@@ -485,17 +524,24 @@ class RedisOutbox(Outbox):
     def _settle_call(self, work: Sequence[tuple[str, str, Sequence[str]]]
                      ) -> tuple[list[str], list[Any]]:
         """Keys and arguments of one ``SETTLE`` call for ``(stream, entry id, dead
-        letters)`` items."""
+        letters)`` items; its answer has one 0/1 per item with letters, in order."""
         keys = [self.dead_key, self._dead_seq_key]
         index: dict[str, int] = {}
-        args: list[Any] = [GROUP, self.dead_maxlen]
+        plain: dict[int, list[str]] = {}
+        lettered: list[Any] = []
         for stream, entry, texts in work:
             k = index.get(stream)
             if k is None:
                 keys.append(stream)
                 k = index[stream] = len(keys)
-            args += [k, entry, len(texts), *texts]
-        return keys, args
+            if texts or not entry:
+                lettered += [k, entry, len(texts), *texts]
+            else:
+                plain.setdefault(k, []).append(entry)
+        args: list[Any] = [GROUP, self.dead_maxlen, len(plain)]
+        for k, entries in plain.items():
+            args += [k, len(entries), *entries]
+        return keys, args + lettered
 
     def _script(self, name: str) -> Any:
         self._client()
@@ -669,24 +715,31 @@ class RedisOutbox(Outbox):
     def _read(self, stream: str, count: int) -> list[tuple[str, dict[str, str]]]:
         """Up to ``count`` entries no consumer of the group has read yet, now this
         worker's (``XREADGROUP``); ``_more[stream]`` says whether more may wait."""
+        out: list[tuple[str, dict[str, str]]] = []
         try:
             self._ensure_group(stream)
-            try:
-                reply = self._client().xreadgroup(GROUP, self.consumer, {stream: ">"},
-                                                  count=count)
-            except self._redis.ResponseError as error:
-                if "NOGROUP" not in str(error):
-                    raise
-                self._groups.discard(stream)  # the key was deleted: make the group again
-                self._ensure_group(stream)
-                reply = []
+            if stream != self.events_key:
+                # A delivery this process routed comes back without its body ({}).
+                flat = self._run_script("read", [stream],
+                                        [GROUP, self.consumer, count, self._tag])
+                out = [(str(flat[i]), _fields(flat[i + 1]))
+                       for i in range(0, len(flat) - 1, 2)]
+            else:
+                try:
+                    reply = self._client().xreadgroup(GROUP, self.consumer, {stream: ">"},
+                                                      count=count)
+                except self._redis.ResponseError as error:
+                    if "NOGROUP" not in str(error):
+                        raise
+                    self._groups.discard(stream)  # the key was deleted: make it again
+                    self._ensure_group(stream)
+                    reply = []
+                for _name, entries in _stream_rows(reply):
+                    out.extend((entry, fields or {}) for entry, fields in entries)
         except self._errors() as error:
             self._failed(error, "reading work")
             return []
         self._answered()
-        out: list[tuple[str, dict[str, str]]] = []
-        for _name, entries in _stream_rows(reply):
-            out.extend((entry, fields or {}) for entry, fields in entries)
         self._more[stream] = len(out) >= count
         return out
 
@@ -719,13 +772,14 @@ class RedisOutbox(Outbox):
                 body = (json.dumps(routing.event.to_dict(), separators=(",", ":"),
                                    ensure_ascii=False, default=str)
                         if routing.event is not None and destinations else "")
-                events += [entry, body, len(destinations)]
+                ks: list[str] = []
                 for name in destinations:
                     k = index.get(name)
                     if k is None:
                         names.append(name)
                         k = index[name] = len(names) + 1  # KEYS[1] is the events stream
-                    events.append(k)
+                    ks.append(str(k))
+                events += [entry, ",".join(ks), body]
                 calls.append((routing, destinations))
             if not calls:
                 return []
@@ -734,7 +788,8 @@ class RedisOutbox(Outbox):
                 self._ensure_group(stream)  # once per process: takeover and backlog know it
             wanted = [self._appetite(stream) if self._taking else 0 for stream in streams]
             results = self._run_script("route", [self.events_key, *streams],
-                                       [GROUP, self.maxlen, self.consumer, *wanted, *events])
+                                       [GROUP, self.maxlen, self.consumer, self._tag,
+                                        *wanted, *events])
         except self._errors() as error:
             # Left pending on us and no longer refreshed: taken over after claim_idle.
             for routing in routings:
@@ -775,12 +830,10 @@ class RedisOutbox(Outbox):
             self._cache(name, entry, event, requests)
         return refused
 
-    def _cache(self, destination: str, entry: str, event: Event | None,
+    def _cache(self, destination: str, entry: str, event: Event,
                requests: list[WireRequest] | None) -> None:
-        """The routed event and its rendered requests in memory, so this worker's lane
-        need not decode, validate nor render them again."""
-        if requests is None or event is None:
-            return
+        """The routed event and its rendered requests (None: the lane renders) in
+        memory, so this worker's lane need not read, decode nor validate it again."""
         self._rendered[(destination, entry)] = (event, requests)
         while len(self._rendered) > 10_000:
             self._rendered.popitem(last=False)
@@ -800,12 +853,22 @@ class RedisOutbox(Outbox):
             self._finished[stream] = 0
         out: list[Delivery] = []
         broken: list[Delivery] = []
-        while waiting and len(out) + len(broken) < limit:
-            entry, fields = waiting.popleft()
+        items = [waiting.popleft() for _ in range(min(limit, len(waiting)))]
+        cache = [self._ahead.pop((destination, entry), None)
+                 or self._rendered.pop((destination, entry), None) for entry, _ in items]
+        missing = [entry for (entry, fields), cached in zip(items, cache, strict=True)
+                   if not fields and cached is None]
+        bodies = self._bodies(stream, missing) if missing else {}
+        if bodies is None:  # Redis did not answer: handed out later
+            for (entry, fields), cached in zip(reversed(items), reversed(cache), strict=True):
+                waiting.appendleft((entry, fields))
+                if cached is not None:
+                    self._ahead[(destination, entry)] = cached
+            return []
+        for (entry, fields), cached in zip(items, cache, strict=True):
+            fields = fields or bodies.get(entry, {})
             key = next(self._keys)
             self._handed[key] = (destination, entry)
-            cached = (self._ahead.pop((destination, entry), None)
-                      or self._rendered.pop((destination, entry), None))
             try:
                 event = (cached[0] if cached is not None
                          else Event.from_dict(json.loads(fields.get("e", ""))))
@@ -821,6 +884,22 @@ class RedisOutbox(Outbox):
                            len(broken), destination, self.url)
             self.settle(broken)
         return out
+
+    def _bodies(self, stream: str, entries: Sequence[str]
+                ) -> dict[str, dict[str, str]] | None:
+        """The fields of entries this process routed whose event it no longer has in
+        memory (rare: its cache is bounded); an entry not found is left out (and then
+        dropped as unreadable: it was deleted meanwhile); None when Redis did not
+        answer."""
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for entry in entries:
+                pipe.xrange(stream, entry, entry)
+            found = pipe.execute()
+        except self._errors() as error:
+            self._failed(error, "reading entries")
+            return None
+        return {rows[0][0]: rows[0][1] for rows in found if rows}
 
     def _appetite(self, stream: str) -> int:
         """How many more of ``stream``'s deliveries to take ahead now (see TAKE_AHEAD)."""
