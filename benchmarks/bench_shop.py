@@ -11,7 +11,8 @@ Per configuration (none / memory outbox, all four APIs / memory, Customer.io onl
 Redis outbox + ``cdptrack worker`` / SQLite outbox, all four) the web process's CPU
 (utime + stime from ``/proc/<pid>/stat``) is read before the load and after the
 collector has every event of it, so the sender's work on those events is in the figure.
-The worker's CPU is read the same way.  A run fails loudly when an event is missing.
+The worker's CPU is read the same way, and for Redis the commands it served per view
+(``INFO commandstats``).  A run fails loudly when an event is missing.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_shop.py [--requests 1500]
         [--concurrency 4] [--rounds 1] [--shops flask,fastapi] [--configs ...]
@@ -331,6 +332,27 @@ class Result:
     switches: float = 0.0  # the web process's context switches per page view
     threads: dict[str, float] = field(default_factory=dict)  # µs per view per thread name
     missing: dict[str, int] = field(default_factory=dict)
+    # Redis commands per page view, by name (INFO commandstats; a script's own calls
+    # count too), the web process's and the worker's together.
+    redis_calls: dict[str, float] = field(default_factory=dict)
+
+
+def redis_calls(port: int | None, reset: bool = False) -> dict[str, int]:
+    """Calls per command since the last reset (``CONFIG RESETSTAT``)."""
+    if port is None:
+        return {}
+    import redis
+
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        if reset:
+            client.config_resetstat()
+            return {}
+        stats = client.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(row["calls"])
+                for name, row in stats.items() if isinstance(row, dict)}
+    finally:
+        client.close()
 
 
 def wait_counts(port: int, want: dict[str, int], timeout: float) -> dict[str, int]:
@@ -418,6 +440,7 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         if worker is not None:
             worker_pid = worker.pid
         worker0 = cpu_seconds(worker_pid) if worker_pid else 0.0
+        redis_calls(redis_port if worker else None, reset=True)
         parent, child = multiprocessing.Pipe()
         loader = multiprocessing.Process(target=_load_child, args=(
             port, cookie, args.requests, args.concurrency, child))
@@ -433,6 +456,7 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         threads1 = thread_cpu(web_pid)
         switches1 = switches(web_pid)
         worker1 = cpu_seconds(worker_pid) if worker_pid else 0.0
+        calls = redis_calls(redis_port if worker else None)
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(30)
@@ -441,7 +465,9 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
                       (worker1 - worker0) / n * 1e6 if worker_pid else None,
                       switches=(switches1 - switches0) / n, missing=missing,
                       threads={name: (spent - threads0.get(name, 0.0)) / n * 1e6
-                               for name, spent in threads1.items()})
+                               for name, spent in threads1.items()},
+                      redis_calls={name: count / n for name, count in calls.items()
+                                   if name not in ("info", "config|resetstat")})
     finally:
         stop(worker)
         stop(server)
@@ -499,6 +525,14 @@ def main() -> int:
                                       result.threads.items(), key=lambda kv: -kv[1])
                                   if spent >= 1) + "]",
                               file=sys.stderr)
+                        if result.redis_calls:
+                            calls = ", ".join(
+                                f"{name} {per:.2f}" for name, per in sorted(
+                                    result.redis_calls.items(), key=lambda kv: -kv[1])
+                                if per >= 0.01)
+                            total = sum(result.redis_calls.values())
+                            print(f"           Redis calls per view: {total:.1f} ({calls})",
+                                  file=sys.stderr)
     finally:
         coll.terminate()
         stop(redis)

@@ -36,6 +36,7 @@ from support.redis_server import RedisServer
 
 from cdptrack import cli
 from cdptrack.config import ConfigError
+from cdptrack.delivery import outbox_redis
 from cdptrack.delivery.outbox import Routing
 from cdptrack.delivery.outbox_redis import GROUP, RedisOutbox
 from cdptrack.destinations import render_event
@@ -319,6 +320,126 @@ def test_dead_letters_are_kept_in_redis_and_replay_sends_them(
     assert len(again) == 5 and all(r.status == 200 for r in apis.events.requests[before:])
     assert set(markers_received(apis.events)) == {marker(i) for i in range(5)}
     assert web.dead_letters() == []
+    web.shutdown()
+    client.close()
+
+
+def command_calls(client: Any) -> dict[str, int]:
+    """Calls per command since the last ``CONFIG RESETSTAT`` (a script's own calls of
+    XADD, XACK, ... count under their names too)."""
+    stats = client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+
+
+def test_appends_routing_reads_and_settles_are_batched_not_one_command_per_event(
+        apis: FourApis, redis: RedisServer, prefix: str, workers: Workers) -> None:
+    """A burst of captures is appended with one script call; a worker routes a round of
+    events with one script call that also takes their deliveries for its own lanes
+    (no read per lane), and settles what finished together: for 100 events and four
+    destinations a few dozen script calls, not one per event or delivery (which was 100
+    appends, 100 routings, 400 settles and about 80 reads)."""
+    url = redis.url(prefix)
+    client = redis_client(redis)
+    web = producer(apis, url)
+    web.start()
+    assert web._sender is not None and web._sender.wait_ready(5)  # staging from now on
+    client.config_resetstat()
+    for i in range(100):
+        web.capture(product_viewed(i, sc=f"CDA68358-94FB-4D83-9655-{i:012d}"))
+    assert web.flush(10)
+    appended = command_calls(client)
+    assert appended.get("xadd") == 100
+    assert appended.get("evalsha", 0) <= 5, appended
+
+    client.config_resetstat()
+    assert workers.run_once(apis, url) == 0
+    assert all_arrived(apis, 100)
+    worked = command_calls(client)
+    assert worked.get("xack") == 500 and worked.get("xdel") == 500  # 100 events, 400 deliveries
+    # Scripts: routing rounds, settling bursts and the lanes' few reads (XREADGROUP in a
+    # script, counted under both names).
+    assert worked.get("evalsha", 0) <= 40, worked
+    assert worked.get("xreadgroup", 0) <= 50, worked
+    web.shutdown()
+    client.close()
+
+
+def test_an_invalid_event_in_a_routing_round_is_settled_and_the_others_delivered(
+        apis: FourApis, redis: RedisServer, prefix: str, workers: Workers) -> None:
+    url = redis.url(prefix)
+    web = RedisOutbox.from_url(url)
+    assert web.put(product_viewed(0))
+    assert web.put({"type": "not-an-event-type"})  # validated by the worker, dropped
+    assert web.put(product_viewed(1))
+    assert workers.run_once(apis, url) == 0
+    assert all_arrived(apis, 2)
+    client = redis_client(redis)
+    assert client.xlen(f"{{{prefix}}}:events") == 0
+    assert client.xpending(f"{{{prefix}}}:events", GROUP)["pending"] == 0
+    web.close()
+    client.close()
+
+
+def test_a_worker_reads_its_own_deliveries_back_without_their_bodies(
+        redis: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deliveries a worker routed but did not take at once come back to it as ids only
+    (it has their events in memory); another worker reads them whole; and when the
+    worker no longer has an event in memory, it reads that entry's body."""
+    monkeypatch.setattr(outbox_redis, "TAKE_AHEAD", 0)  # routing takes nothing ahead
+    url = redis.url(prefix)
+    web = RedisOutbox.from_url(url)
+    for i in range(4):
+        assert web.put(product_viewed(i))
+    router = RedisOutbox.from_url(url, role="worker")
+    router.start()
+    taken = router.take_new(10)
+    assert len(taken) == 4
+    events = {key: Event.from_dict(json.loads(str(body))) for key, body in taken}
+    assert router.route([Routing(key, event, {"customerio": None, "orangepill": None})
+                         for key, event in events.items()]) == []
+    other = RedisOutbox.from_url(url, role="worker")
+    other.start()
+    stream = f"{{{prefix}}}:d:orangepill"
+    mine = router._read(stream, 2)
+    theirs = other._read(stream, 2)
+    assert [fields for _, fields in mine] == [{}, {}]  # ids only
+    assert all(json.loads(fields["e"])["message_id"] for _, fields in theirs)
+
+    router._rendered.clear()  # as if its bounded cache had let them go
+    got = router.next_for("customerio", 10)
+    assert [d.event.message_id for d in got] == [e.message_id for e in events.values()]
+    for worker in (router, other, web):
+        worker.close()
+
+
+def test_a_producer_s_sender_is_woken_once_while_captures_keep_coming(
+        apis: FourApis, redis: RedisServer, prefix: str) -> None:
+    """A web process's sender polls on its own timer while its staged bursts keep going
+    to Redis, instead of going back to sleep after each burst and being woken by the
+    next capture (a cross-thread wake-up costs the request thread a write and the
+    sender a loop round: that was about one per three page views)."""
+    web = producer(apis, redis.url(prefix))
+    web.start()
+    sender = web._sender
+    assert sender is not None and sender.wait_ready(5)
+    loop = sender._loop
+    assert loop is not None
+    wakes = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return real(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    for i in range(150):  # a page view every 2 ms for 0.3 s
+        web.capture(product_viewed(i))
+        time.sleep(0.002)
+    assert web.flush(10)
+    assert wakes <= 5, wakes
+    client = redis_client(redis)
+    assert client.xlen(f"{{{prefix}}}:events") == 150
     web.shutdown()
     client.close()
 

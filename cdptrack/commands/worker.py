@@ -100,6 +100,13 @@ def run(args: argparse.Namespace) -> int:
     return _Worker(config, outbox, args).run()
 
 
+def _rows(reply: Any) -> list[tuple[str, list[Any]]]:
+    """``XREAD``'s answer as (stream, entries) pairs (RESP2 gives a list, RESP3 a map)."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(row[0], row[1]) for row in reply]
+
+
 def _shown(url: str) -> str:
     from ..delivery.outbox_redis import redact_url
 
@@ -184,7 +191,9 @@ class _Worker:
 
     def _wake_on_new_entries(self, destinations: tuple[str, ...]) -> None:
         """Block on Redis for new entries, so work is picked up within milliseconds
-        instead of at the sender's next poll."""
+        instead of at the sender's next poll.  A new event wakes the dispatcher; a
+        delivery wakes the lanes unless this worker added it itself (it took those
+        ahead when it routed them: nothing to read)."""
         outbox = self.outbox
         streams = outbox.stream_keys(destinations)
         client: Any = None
@@ -192,9 +201,19 @@ class _Worker:
             try:
                 if client is None:
                     client = outbox.blocking_client(timeout=3.0)
-                if client.xread({s: "$" for s in streams}, count=1, block=500):
+                reply = client.xread({s: "$" for s in streams}, count=1, block=500)
+                if not reply:
+                    continue
+                # At most ~100 wake-ups a second; and by then the routing that added
+                # this worker's own entries has recorded them.
+                self.stopping.wait(0.01)
+                seen = [(stream, entries[0][0]) for stream, entries in _rows(reply)
+                        if entries]
+                if any(stream != outbox.events_key and outbox.notice(stream, entry)
+                       for stream, entry in seen):
                     self.sender.poke()
-                    self.stopping.wait(0.01)  # at most ~100 wake-ups a second
+                elif any(stream == outbox.events_key for stream, _ in seen):
+                    self.sender.notify()
             except Exception:  # Redis away: the sender's own polling covers it
                 client = None
                 self.stopping.wait(1.0)

@@ -126,6 +126,12 @@ class Outbox(abc.ABC):
         The sender counts them as drops for every destination."""
         return {}
 
+    def took_staged(self) -> bool:
+        """Whether ``take_new`` moved staged captures on since the last call (a Redis
+        producer appends them there and returns no events): captures are coming, so the
+        sender keeps polling on its own timer rather than waiting to be woken."""
+        return False
+
     @abc.abstractmethod
     def last_key(self) -> int:
         """The key of the newest accepted event (0 when none)."""

@@ -12,9 +12,11 @@ one outbox in one Redis Cluster slot, so the Lua scripts below may touch several
 
 * ``{prefix}:events``: stream of accepted events, field ``e`` = canonical JSON.  Consumer
   group ``workers``: each entry goes to one worker, which renders it and, in one atomic
-  script, adds one delivery per destination and acknowledges and deletes the event.
+  script per round of events, adds one delivery per destination and acknowledges and
+  deletes the event.
 * ``{prefix}:d:<destination>``: stream of deliveries for one destination (field ``e`` =
-  canonical JSON, ``o`` = the message ids to replay), group ``workers``.  A delivery is
+  canonical JSON, ``o`` = the message ids to replay, ``r`` = a tag of the process that
+  routed it, which reads it back as an id only), group ``workers``.  A delivery is
   acknowledged and deleted when that destination has it (sent or dead-lettered), so
   ``XLEN`` of a stream is exactly its unfinished work, and a dead API only grows its
   own stream.
@@ -29,11 +31,22 @@ canonical event with its own configuration.
 **Staging: one round trip per burst, off the request path.**  Once the process's sender
 thread runs, ``put`` (and ``put_deferred``: a middleware's record, built into events in
 the sender thread) only appends to an in-process list, and the sender moves each burst
-to Redis in one pipelined round trip, at most about 20 ms later (``flush()`` waits for
+to Redis in one script call, at most about 20 ms later (``flush()`` waits for
 it).  The trade-off: an event is in Redis a few milliseconds after ``capture`` returned,
 not before, so a process killed in that window loses it (a graceful stop moves it).
 Before the sender starts, and in a forked child until its own sender starts, ``put``
 writes through (one round trip per event).
+
+**A worker's round trips: per round, never per event.**  Routing a round of events (up
+to 256) is one script call, and that call also takes the new deliveries for this
+worker's lanes (``XREADGROUP`` inside the script; per destination what a lane starts at
+once plus what it finished since the last take, see ``TAKE_AHEAD``), so the lanes need
+no read of their own while the worker keeps up.  A lane reads Redis only when unread
+entries may be there (the script did not take them all, or the worker's waker saw
+another worker or a replay add some).  Finished deliveries are settled in one script
+call per burst (``SETTLE_EVERY``, 20 ms, or ``SETTLE_BATCH``): a worker killed in that
+window has them sent again by the worker that takes them over (at least once, same
+message ids).
 
 **Guarantees.** Once an event is in Redis it is delivered at least once per destination
 even if workers die: a worker keeps its in-flight entries fresh (``XCLAIM ... JUSTID``
@@ -76,6 +89,7 @@ other query options (``socket_timeout``, ``socket_connect_timeout``, ...) go to 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -109,53 +123,178 @@ POISON_REASON = "too_many_deliveries"
 EVERY_DESTINATION = "*"  # a dead letter for an event that was never routed
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
 MAX_UNREADABLE_CHARS = 2000
+# Finished deliveries are settled together: at most this long after the first of them,
+# or as soon as this many wait (a crash in between sends them again, same message ids).
+SETTLE_EVERY = 0.02
+SETTLE_BATCH = 512
+# Deliveries per destination a worker takes from Redis ahead of its lanes, when routing
+# (the script that adds them takes them for this worker at once) and when reading: what
+# a lane starts at once (4 workers x 4), plus as many as the lane finished since the
+# last take (what it keeps up with), at most TAKE_AHEAD_MAX.  Taking more would leave
+# other workers of the fleet idle while this one holds work it has not started.
+TAKE_AHEAD = 16
+TAKE_AHEAD_MAX = 256
 RELEASED_IDLE_MS = 10**11  # "idle for years": any worker's XAUTOCLAIM takes it at once
 OUR_OPTIONS = {"prefix", "role", "maxlen", "claim_idle", "buffer", "dead_maxlen",
                "max_deliveries"}
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HOST = socket.gethostname()
 
-# KEYS[1] events; ARGV[1] maxlen, ARGV[2] event JSON.  nil: the stream is full.
+# Scripts take many small values joined into one argument each (ids with ",", lists of
+# them with ";", compact JSON bodies, which never hold a raw newline, with "\n") and
+# answer likewise: redis-py's cost is per argument and per element of an answer.
+
+# KEYS[1] events; ARGV[1] maxlen, ARGV[2] events as JSON, one a line.  How many were
+# appended: the first n, in order (the others found the stream full).
 PUT = """
-if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
-return redis.call('XADD', KEYS[1], '*', 'e', ARGV[2])
+local room = tonumber(ARGV[1]) - redis.call('XLEN', KEYS[1])
+local text, pos, n = ARGV[2], 1, 0
+while n < room and pos <= #text do
+  local stop = string.find(text, '\\n', pos, true) or (#text + 1)
+  redis.call('XADD', KEYS[1], '*', 'e', string.sub(text, pos, stop - 1))
+  n = n + 1
+  pos = stop + 1
+end
+return n
 """
 
-# KEYS[1] events, KEYS[2..] destination streams; ARGV[1] group, ARGV[2] event entry id,
-# ARGV[3] maxlen, ARGV[4] event JSON.  nil: another worker routed it already; else one
-# new entry id per destination ('' when that stream was full).
+# KEYS[1] events, KEYS[2..] destination streams; ARGV[1] group, ARGV[2] maxlen, ARGV[3]
+# this consumer, ARGV[4] this process's tag (written with each delivery, see READ), then
+# per destination stream (KEYS[k] -> ARGV[k + 3]) how many of its entries this worker
+# takes ahead, then the round's events: their entry ids, their destinations (KEYS
+# indexes, "2,3,5" per event), their JSON.  Returns {per event, ";"-joined: "0" when
+# another worker routed it already, else its new entry ids, one per destination (""
+# when that stream was full); per destination stream the entries taken (XREADGROUP) in
+# READ's form}.
 ROUTE = """
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
-redis.call('XDEL', KEYS[1], ARGV[2])
-local out = {}
-for i = 2, #KEYS do
-  if redis.call('XLEN', KEYS[i]) < tonumber(ARGV[3]) then
-    out[i - 1] = redis.call('XADD', KEYS[i], '*', 'e', ARGV[4])
+local group, maxlen, consumer, tag = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local entries, dests, bodies = ARGV[#KEYS + 4], ARGV[#KEYS + 5], ARGV[#KEYS + 6]
+local room, out = {}, {}
+local dpos, bpos = 1, 1
+for entry in string.gmatch(entries, '[^,]+') do
+  local dstop = string.find(dests, ';', dpos, true) or (#dests + 1)
+  local dlist = string.sub(dests, dpos, dstop - 1)
+  dpos = dstop + 1
+  local bstop = string.find(bodies, '\\n', bpos, true) or (#bodies + 1)
+  local body = string.sub(bodies, bpos, bstop - 1)
+  bpos = bstop + 1
+  if redis.call('XACK', KEYS[1], group, entry) == 0 then
+    out[#out + 1] = '0'
   else
-    out[i - 1] = ''
+    redis.call('XDEL', KEYS[1], entry)
+    local ids = {}
+    for d in string.gmatch(dlist, '%d+') do
+      local k = tonumber(d)
+      if room[k] == nil then room[k] = maxlen - redis.call('XLEN', KEYS[k]) end
+      if room[k] > 0 then
+        ids[#ids + 1] = redis.call('XADD', KEYS[k], '*', 'e', body, 'r', tag)
+        room[k] = room[k] - 1
+      else
+        ids[#ids + 1] = ''
+      end
+    end
+    out[#out + 1] = table.concat(ids, ',')
   end
 end
+local taken = {}
+for k = 2, #KEYS do
+  local want = tonumber(ARGV[k + 3])
+  local got = {''}
+  if want > 0 then
+    local args = {'XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', KEYS[k], '>'}
+    local reply = redis.pcall(unpack(args))
+    if type(reply) == 'table' and reply.err then
+      redis.pcall('XGROUP', 'CREATE', KEYS[k], group, '0', 'MKSTREAM')
+      reply = redis.call(unpack(args))
+    end
+    local ids = {}
+    if reply then
+      for _, e in ipairs(reply[1][2]) do
+        local f, mine = e[2], false
+        for j = 1, #f - 1, 2 do
+          if f[j] == 'r' and f[j + 1] == tag then mine = true end
+        end
+        ids[#ids + 1] = e[1]
+        if not mine then got[#got + 1] = e[1]; got[#got + 1] = f end
+      end
+    end
+    got[1] = table.concat(ids, ',')
+  end
+  taken[k - 1] = got
+end
+return {table.concat(out, ';'), taken}
+"""
+
+# KEYS[1] a stream; ARGV[1] group, ARGV[2] consumer, ARGV[3] count, ARGV[4] this
+# process's tag.  XREADGROUP, answered as {the entry ids, ","-joined; then id, fields
+# for each entry this process did not route}.  An entry this process routed (field r =
+# the tag) is only its id: its worker has the event in memory, so its body need not
+# come back over the wire.
+READ = """
+local args = {'XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>'}
+local reply = redis.pcall(unpack(args))
+if type(reply) == 'table' and reply.err then
+  redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+  reply = redis.call(unpack(args))
+end
+local ids, out = {}, {''}
+if reply then
+  for _, e in ipairs(reply[1][2]) do
+    local f, mine = e[2], false
+    for j = 1, #f - 1, 2 do
+      if f[j] == 'r' and f[j + 1] == ARGV[4] then mine = true end
+    end
+    ids[#ids + 1] = e[1]
+    if not mine then out[#out + 1] = e[1]; out[#out + 1] = f end
+  end
+end
+out[1] = table.concat(ids, ',')
 return out
 """
 
-# KEYS[1] destination stream, KEYS[2] dead stream, KEYS[3] dead id sequence;
-# ARGV[1] group, ARGV[2] delivery entry id ('' for letters without one), ARGV[3] dead
-# maxlen, ARGV[4..] dead letters as JSON.  0: another worker settled it already.
+# KEYS[1] dead stream, KEYS[2] dead id sequence, KEYS[3..] destination streams; ARGV[1]
+# group, ARGV[2] dead maxlen, ARGV[3] how many streams' plain deliveries follow, each:
+# the KEYS index of its stream, its entry ids ","-joined; then per delivery with dead
+# letters: its KEYS index, its entry id ('' for letters without one), how many letters
+# n, and n letters as JSON.  Per delivery with letters: 1, or 0 when another worker
+# settled it already (its letters are skipped).
 SETTLE = """
-if ARGV[2] ~= '' then
-  if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-  redis.call('XDEL', KEYS[1], ARGV[2])
-end
-for i = 4, #ARGV do
-  local n = redis.call('INCR', KEYS[3])
-  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-  if #last > 0 then
-    local top = tonumber(string.match(last[1][1], '^(%d+)'))
-    if top >= n then n = top + 1; redis.call('SET', KEYS[3], n) end
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local stream = KEYS[tonumber(ARGV[i])]
+  for entry in string.gmatch(ARGV[i + 1], '[^,]+') do
+    if redis.call('XACK', stream, ARGV[1], entry) == 1 then
+      redis.call('XDEL', stream, entry)
+    end
   end
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], n .. '-1', 'l', ARGV[i])
+  i = i + 2
 end
-return 1
+local out = {}
+while i <= #ARGV do
+  local stream, entry, n = KEYS[tonumber(ARGV[i])], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local done = 1
+  if entry ~= '' then
+    if redis.call('XACK', stream, ARGV[1], entry) == 0 then
+      done = 0
+    else
+      redis.call('XDEL', stream, entry)
+    end
+  end
+  if done == 1 then
+    for j = i + 3, i + 2 + n do
+      local seq = redis.call('INCR', KEYS[2])
+      local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+      if #last > 0 then
+        local top = tonumber(string.match(last[1][1], '^(%d+)'))
+        if top >= seq then seq = top + 1; redis.call('SET', KEYS[2], seq) end
+      end
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'l', ARGV[j])
+    end
+  end
+  out[#out + 1] = done
+  i = i + 3 + n
+end
+return out
 """
 
 # KEYS[1] dead stream, KEYS[2] destination stream; ARGV[1] dead entry id, ARGV[2] event
@@ -286,6 +425,7 @@ class RedisOutbox(Outbox):
         self._client_obj: Any = None
         self._scripts: dict[str, Any] = {}
         self.consumer = f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._tag = uuid.uuid4().hex[:8]  # on the deliveries this process routes
         # capture side
         self._last = 0
         # Staged (and, while Redis is down, buffered) events: the JSON text, or while
@@ -297,6 +437,7 @@ class RedisOutbox(Outbox):
         self._staging = False
         self.accepts_deferred = False
         self._refused: dict[str, int] = {}  # staged, then refused: for the sender to count
+        self._moved = False  # staged events went to Redis since took_staged()
         # key -> (stream, entry id)
         self._requeued: OrderedDict[int, tuple[str, str]] = OrderedDict()
         self._checked = 0.0
@@ -310,11 +451,29 @@ class RedisOutbox(Outbox):
         self._keys = itertools.count(1)
         self._taken: dict[int, str] = {}  # event key -> events entry id
         self._handed: dict[int, tuple[str, str]] = {}  # delivery key -> (dest, entry id)
-        self._reclaimed: dict[str, deque[tuple[str, dict[str, str]]]] = {}
-        self._unsettled: list[tuple[str, str, list[str]]] = []  # settle to retry later
+        # Per stream, entries this consumer holds in Redis (pending on it) and has not
+        # handed out yet: taken over from stopped workers, or taken ahead while routing
+        # (see TAKE_AHEAD) or reading.
+        self._waiting: dict[str, deque[tuple[str, dict[str, str]]]] = {}
+        # (destination, entry id) -> the event of a waiting entry this worker routed
+        # itself, and its rendered requests (None: the lane renders).
+        self._ahead: dict[tuple[str, str], tuple[Event, list[WireRequest] | None]] = {}
+        # Per stream: whether entries no consumer has read yet may be in it (then a lane
+        # out of waiting entries reads; else it sleeps without asking Redis).
+        self._more: dict[str, bool] = {}
+        # Per destination stream, deliveries settled since this worker last took some
+        # (see TAKE_AHEAD).
+        self._finished: dict[str, int] = {}
+        # Per destination stream, the newest entry this worker added (the waker ignores
+        # its own entries, see notice()).
+        self._own_last: dict[str, tuple[int, int]] = {}
+        # Finished deliveries not settled in Redis yet: (destination, entry, letters).
+        self._unsettled: list[tuple[str, str, list[str]]] = []
+        self._settle_timer: asyncio.TimerHandle | None = None
         # (destination, entry id) -> the routed event and its rendered requests, so this
         # worker's lane neither decodes and validates the entry again nor renders it.
-        self._rendered: OrderedDict[tuple[str, str], tuple[Event, list[WireRequest]]] = (
+        self._rendered: OrderedDict[tuple[str, str],
+                                    tuple[Event, list[WireRequest] | None]] = (
             OrderedDict())
         self._groups: set[str] = set()
         self._cursors: dict[str, str] = {}
@@ -348,7 +507,7 @@ class RedisOutbox(Outbox):
             client = redis.Redis.from_url(self._conn_url, **options)
             self._client_obj = client
             self._scripts = {name: client.register_script(text) for name, text in (
-                ("put", PUT), ("route", ROUTE), ("settle", SETTLE),
+                ("put", PUT), ("route", ROUTE), ("read", READ), ("settle", SETTLE),
                 ("requeue", REQUEUE), ("touch", TOUCH))}
         return client
 
@@ -365,27 +524,40 @@ class RedisOutbox(Outbox):
         """The events stream and the given destinations' delivery streams."""
         return [self.events_key, *map(self._dest_key, destinations)]
 
-    def _run_scripts(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]
-                     ) -> list[Any]:
-        """Run ``(script name, keys, args)`` calls in one pipelined round trip, by SHA
-        (``EVALSHA``).  redis-py's ``Script`` objects make every pipeline ask ``SCRIPT
-        EXISTS`` first: a second round trip each time.  A Redis that lost its script
-        cache (a restart) answers ``NOSCRIPT`` to every call of the pipeline, so none
-        ran: the scripts are loaded and the pipeline is sent once more."""
+    def _run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One script call, by SHA (``EVALSHA``: redis-py's ``Script`` objects ask
+        ``SCRIPT EXISTS`` first in pipelines, a second round trip).  A Redis that lost
+        its script cache (a restart) answers ``NOSCRIPT`` without running anything: the
+        script is loaded and the call sent once more."""
         client = self._client()
-        no_script = _import_redis().exceptions.NoScriptError
-        for attempt in (1, 2):
-            pipe = client.pipeline(transaction=False)
-            for name, keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-            try:
-                return list(pipe.execute())
-            except no_script:
-                if attempt == 2:
-                    raise
-                for script in self._scripts.values():
-                    client.script_load(script.script)
-        raise AssertionError("unreachable")
+        script = self._scripts[name]
+        try:
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except _import_redis().exceptions.NoScriptError:
+            client.script_load(script.script)
+            return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _settle_call(self, work: Sequence[tuple[str, str, Sequence[str]]]
+                     ) -> tuple[list[str], list[Any]]:
+        """Keys and arguments of one ``SETTLE`` call for ``(stream, entry id, dead
+        letters)`` items; its answer has one 0/1 per item with letters, in order."""
+        keys = [self.dead_key, self._dead_seq_key]
+        index: dict[str, int] = {}
+        plain: dict[int, list[str]] = {}
+        lettered: list[Any] = []
+        for stream, entry, texts in work:
+            k = index.get(stream)
+            if k is None:
+                keys.append(stream)
+                k = index[stream] = len(keys)
+            if texts or not entry:
+                lettered += [k, entry, len(texts), *texts]
+            else:
+                plain.setdefault(k, []).append(entry)
+        args: list[Any] = [GROUP, self.dead_maxlen, len(plain)]
+        for k, entries in plain.items():
+            args += [k, ",".join(entries)]
+        return keys, args + lettered
 
     def _script(self, name: str) -> Any:
         self._client()
@@ -430,12 +602,12 @@ class RedisOutbox(Outbox):
         body = _body(item)
         if not self._buffer and self._available():
             try:
-                added = self._script("put")(keys=[self.events_key], args=[self.maxlen, body])
+                added = self._run_script("put", [self.events_key], [self.maxlen, body])
             except self._errors() as error:
                 self._failed(error, "accepting an event")
             else:
                 self._answered()
-                if added is None:
+                if not added:
                     return False  # full: the Tracker counts dropped:queue_full
                 with self._lock:
                     self._last += 1
@@ -461,6 +633,10 @@ class RedisOutbox(Outbox):
         with self._lock:
             refused, self._refused = self._refused, {}
         return refused
+
+    def took_staged(self) -> bool:
+        moved, self._moved = self._moved, False
+        return moved
 
     def drops(self) -> dict[str, int]:
         """Events this outbox refused or lost, by reason (``outbox_unavailable``)."""
@@ -519,7 +695,12 @@ class RedisOutbox(Outbox):
             self._tick(force=True)
 
     def maintain(self) -> bool:
-        return self._tick(force=True)
+        """Periodic upkeep; also a safety net for a notice the waker missed: every lane
+        looks in Redis once."""
+        if self.role == "worker":
+            for stream in self._groups:
+                self._more[stream] = True
+        return self._tick(force=True) or self.role == "worker"
 
     def stop_taking(self) -> None:
         """Graceful stop, step one: hand out nothing more (in-flight work finishes)."""
@@ -536,41 +717,30 @@ class RedisOutbox(Outbox):
         self._tick()
         if self.role != "worker" or not self._taking or not self._available():
             return []
+        waiting = self._waiting.setdefault(self.events_key, deque())
+        if len(waiting) < limit:
+            waiting.extend(self._read(self.events_key, limit - len(waiting)))
         out: list[tuple[int, Payload | str]] = []
-        for entry, fields in self._read(self.events_key, limit, self._reclaimed_events()):
+        while waiting and len(out) < limit:
+            entry, fields = waiting.popleft()
             key = next(self._keys)
             self._taken[key] = entry
             out.append((key, fields.get("e", "")))
         return out
 
-    def _reclaimed_events(self) -> deque[tuple[str, dict[str, str]]]:
-        return self._reclaimed.setdefault(self.events_key, deque())
-
-    def _read(self, stream: str, limit: int, waiting: deque[tuple[str, dict[str, str]]]
-              ) -> list[tuple[str, dict[str, str]]]:
-        """Entries taken over from dead workers first, then new ones for this group."""
-        out: list[tuple[str, dict[str, str]]] = []
-        while waiting and len(out) < limit:
-            out.append(waiting.popleft())
-        if len(out) >= limit:
-            return out
+    def _read(self, stream: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        """Up to ``count`` entries no consumer of the group has read yet, now this
+        worker's (``XREADGROUP``); ``_more[stream]`` says whether more may wait."""
         try:
             self._ensure_group(stream)
-            try:
-                reply = self._client().xreadgroup(GROUP, self.consumer, {stream: ">"},
-                                                  count=limit - len(out))
-            except self._redis.ResponseError as error:
-                if "NOGROUP" not in str(error):
-                    raise
-                self._groups.discard(stream)  # the key was deleted: make the group again
-                self._ensure_group(stream)
-                reply = []
+            # A delivery this process routed comes back without its body ({}).
+            out = _read_answer(self._run_script("read", [stream],
+                                                [GROUP, self.consumer, count, self._tag]))
         except self._errors() as error:
             self._failed(error, "reading work")
-            return out
+            return []
         self._answered()
-        for _name, entries in reply or []:
-            out.extend((entry, fields or {}) for entry, fields in entries)
+        self._more[stream] = len(out) >= count
         return out
 
     def _ensure_group(self, stream: str) -> None:
@@ -585,10 +755,17 @@ class RedisOutbox(Outbox):
         self._next_claim = 0.0  # look for a stopped worker's entries in it right away
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
+        """One script call for the whole round: acknowledge and delete each event, add
+        its deliveries, and take them for this worker's lanes (as many as each lane
+        keeps up with, see ``TAKE_AHEAD``), which then need no read of their own."""
         refused: list[tuple[int, str]] = []
         calls: list[tuple[Routing, list[str]]] = []
+        names: list[str] = []
+        index: dict[str, int] = {}
+        entries: list[str] = []
+        dests: list[str] = []
+        bodies: list[str] = []
         try:
-            scripted: list[tuple[str, list[str], list[Any]]] = []
             for routing in routings:
                 entry = self._taken.get(routing.key)
                 if entry is None:
@@ -597,11 +774,27 @@ class RedisOutbox(Outbox):
                 body = (json.dumps(routing.event.to_dict(), separators=(",", ":"),
                                    ensure_ascii=False, default=str)
                         if routing.event is not None and destinations else "")
-                scripted.append(("route",
-                                 [self.events_key, *map(self._dest_key, destinations)],
-                                 [GROUP, entry, self.maxlen, body]))
+                ks: list[str] = []
+                for name in destinations:
+                    k = index.get(name)
+                    if k is None:
+                        names.append(name)
+                        k = index[name] = len(names) + 1  # KEYS[1] is the events stream
+                    ks.append(str(k))
+                entries.append(entry)
+                dests.append(",".join(ks))
+                bodies.append(body)
                 calls.append((routing, destinations))
-            results = self._run_scripts(scripted) if calls else []
+            if not calls:
+                return []
+            streams = [self._dest_key(name) for name in names]
+            for stream in streams:
+                self._ensure_group(stream)  # once per process: takeover and backlog know it
+            wanted = [self._appetite(stream) if self._taking else 0 for stream in streams]
+            results = self._run_script("route", [self.events_key, *streams],
+                                       [GROUP, self.maxlen, self.consumer, self._tag,
+                                        *wanted, ",".join(entries), ";".join(dests),
+                                        "\n".join(bodies)])
         except self._errors() as error:
             # Left pending on us and no longer refreshed: taken over after claim_idle.
             for routing in routings:
@@ -609,39 +802,76 @@ class RedisOutbox(Outbox):
             self._failed(error, "routing events")
             return []
         self._answered()
-        for (routing, destinations), added in zip(calls, results, strict=True):
+        added_by_event, taken = str(results[0]).split(";"), results[1]
+        new: dict[tuple[str, str], tuple[Event, list[WireRequest] | None]] = {}
+        last: dict[str, str] = {}
+        for (routing, destinations), added in zip(calls, added_by_event, strict=True):
             self._taken.pop(routing.key, None)
-            if added is None:
-                continue  # another worker routed it after taking it over
-            for name, entry in zip(destinations, added, strict=True):
+            event = routing.event
+            if added == "0" or event is None or not destinations:
+                continue  # routed by another worker after a takeover, or invalid
+            for name, entry in zip(destinations, added.split(","), strict=True):
                 if not entry:
                     refused.append((routing.key, name))
                 else:
-                    self._cache(name, entry, routing.event, routing.requests[name])
+                    new[(name, entry)] = (event, routing.requests[name])
+                    last[name] = entry  # ids grow within a stream
+        for name, entry in last.items():
+            self._own_last[self._dest_key(name)] = _entry_order(entry)
+        for name, stream, want, got in zip(names, streams, wanted, taken, strict=True):
+            if want:
+                self._finished[stream] = 0
+            waiting = self._waiting.setdefault(stream, deque())
+            read = _read_answer(got)
+            for entry, fields in read:
+                mine = None if fields else new.pop((name, entry), None)
+                if mine is not None:
+                    self._ahead[(name, entry)] = mine
+                waiting.append((entry, fields))
+            self._more[stream] = len(read) >= want
+        for (name, entry), (event, requests) in new.items():  # left in Redis for now
+            self._cache(name, entry, event, requests)
         return refused
 
-    def _cache(self, destination: str, entry: str, event: Event | None,
+    def _cache(self, destination: str, entry: str, event: Event,
                requests: list[WireRequest] | None) -> None:
-        """The routed event and its rendered requests in memory, so this worker's lane
-        need not decode, validate nor render them again."""
-        if requests is None or event is None:
-            return
+        """The routed event and its rendered requests (None: the lane renders) in
+        memory, so this worker's lane need not read, decode nor validate it again."""
         self._rendered[(destination, entry)] = (event, requests)
         while len(self._rendered) > 10_000:
             self._rendered.popitem(last=False)
 
     def next_for(self, destination: str, limit: int) -> list[Delivery]:
+        """What waits for this worker first (taken ahead when routing, or taken over);
+        Redis is asked only when unread entries may be there (``_more``), and then for
+        as many at once as the lane keeps up with (see ``TAKE_AHEAD``)."""
         self._tick()
         if self.role != "worker" or not self._taking or not self._available():
             return []
         stream = self._dest_key(destination)
+        waiting = self._waiting.setdefault(stream, deque())
+        if len(waiting) < limit and self._more.get(stream, True):
+            waiting.extend(self._read(stream, max(limit - len(waiting),
+                                                  self._appetite(stream))))
+            self._finished[stream] = 0
         out: list[Delivery] = []
         broken: list[Delivery] = []
-        waiting = self._reclaimed.setdefault(stream, deque())
-        for entry, fields in self._read(stream, limit, waiting):
+        items = [waiting.popleft() for _ in range(min(limit, len(waiting)))]
+        cache = [self._ahead.pop((destination, entry), None)
+                 or self._rendered.pop((destination, entry), None) for entry, _ in items]
+        missing = [entry for (entry, fields), cached in zip(items, cache, strict=True)
+                   if not fields and cached is None]
+        bodies = self._bodies(stream, missing) if missing else {}
+        if bodies is None:  # Redis did not answer: handed out later
+            for (entry, fields), cached in zip(reversed(items), reversed(cache), strict=True):
+                waiting.appendleft((entry, fields))
+                if cached is not None:
+                    self._ahead[(destination, entry)] = cached
+            return []
+        for (entry, fields), cached in zip(items, cache, strict=True):
+            fields = fields or bodies.get(entry, {})
             key = next(self._keys)
             self._handed[key] = (destination, entry)
-            cached = self._rendered.pop((destination, entry), None)
             try:
                 event = (cached[0] if cached is not None
                          else Event.from_dict(json.loads(fields.get("e", ""))))
@@ -658,6 +888,40 @@ class RedisOutbox(Outbox):
             self.settle(broken)
         return out
 
+    def _bodies(self, stream: str, entries: Sequence[str]
+                ) -> dict[str, dict[str, str]] | None:
+        """The fields of entries this process routed whose event it no longer has in
+        memory (rare: its cache is bounded); an entry not found is left out (and then
+        dropped as unreadable: it was deleted meanwhile); None when Redis did not
+        answer."""
+        try:
+            pipe = self._client().pipeline(transaction=False)
+            for entry in entries:
+                pipe.xrange(stream, entry, entry)
+            found = pipe.execute()
+        except self._errors() as error:
+            self._failed(error, "reading entries")
+            return None
+        return {rows[0][0]: rows[0][1] for rows in found if rows}
+
+    def _appetite(self, stream: str) -> int:
+        """How many more of ``stream``'s deliveries to take ahead now (see TAKE_AHEAD)."""
+        want = min(TAKE_AHEAD_MAX, TAKE_AHEAD + self._finished.get(stream, 0))
+        return max(0, want - len(self._waiting.get(stream, ())))
+
+    def notice(self, stream: str, entry: str) -> bool:
+        """The worker's waker saw ``entry`` added to ``stream``: True when that is work
+        for this worker to look at (a new event, or a delivery another worker or a
+        replay added); this worker's own deliveries, taken ahead when it routed them,
+        are not."""
+        if stream == self.events_key:
+            return True
+        last = self._own_last.get(stream)
+        if last is not None and _entry_order(entry) <= last:
+            return False
+        self._more[stream] = True
+        return True
+
     def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
         by_event: dict[tuple[str, str], list[str]] = {}
         for letter in letters:
@@ -665,26 +929,41 @@ class RedisOutbox(Outbox):
             by_event.setdefault((letter.destination, str(letter.event.get("message_id"))),
                                 []).append(text)
         work: list[tuple[str, str, list[str]]] = []
+        finished = self._finished
         for delivery in done:
             place = self._handed.pop(delivery.key, None)
             if place is None:
                 continue
+            stream = self._dest_key(place[0])
+            finished[stream] = finished.get(stream, 0) + 1
             texts = by_event.pop((delivery.destination, delivery.event.message_id), [])
             work.append((place[0], place[1], texts))
         for (destination, _), texts in by_event.items():  # letters matching no delivery
             work.append((destination, "", texts))
         self._unsettled.extend(work)
+        if len(self._unsettled) >= SETTLE_BATCH:
+            self._settle_pending()
+        elif self._settle_timer is None and self._unsettled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # not in the sender's loop (close, a test): at once
+                self._settle_pending()
+            else:
+                self._settle_timer = loop.call_later(SETTLE_EVERY, self._settle_due)
+
+    def _settle_due(self) -> None:
+        self._settle_timer = None
         self._settle_pending()
 
     def _settle_pending(self) -> None:
+        """Settle what finished, in one script call (see ``SETTLE``)."""
         if not self._unsettled or not self._available():
             return
         work, self._unsettled = self._unsettled, []
         try:
-            self._run_scripts([
-                ("settle", [self._dest_key(destination), self.dead_key, self._dead_seq_key],
-                 [GROUP, entry, self.dead_maxlen, *texts])
-                for destination, entry, texts in work])
+            self._run_script("settle", *self._settle_call(
+                [(self._dest_key(destination), entry, texts)
+                 for destination, entry, texts in work]))
         except self._errors() as error:
             self._unsettled = work + self._unsettled  # kept (and refreshed) for later
             self._failed(error, "settling deliveries")
@@ -736,7 +1015,8 @@ class RedisOutbox(Outbox):
         """Upkeep, rate-limited; runs on every ``take_new`` (the dispatcher calls it at
         least once a second) so that its pace follows ``claim_idle``, not the sender's."""
         more = self._drain_buffer()
-        self._settle_pending()
+        if self._settle_timer is None:  # else settled when it fires
+            self._settle_pending()
         if self.role != "worker" or not self._available():
             return more
         now = time.monotonic()
@@ -752,7 +1032,7 @@ class RedisOutbox(Outbox):
         return more
 
     def _drain_buffer(self) -> bool:
-        """Move staged events to Redis: one pipelined round trip for up to 500."""
+        """Move staged events to Redis: one script call for up to 500."""
         if not self._buffer or not self._available():
             return False
         with self._lock:
@@ -773,15 +1053,15 @@ class RedisOutbox(Outbox):
             else:
                 bodies.append(item if isinstance(item, str) else _body(item))
         try:
-            results: list[Any] = []
-            if bodies:
-                results = self._run_scripts([("put", [self.events_key], [self.maxlen, body])
-                                             for body in bodies])
+            added = (int(self._run_script("put", [self.events_key],
+                                          [self.maxlen, "\n".join(bodies)]))
+                     if bodies else 0)
         except self._errors() as error:
             self._failed(error, "moving buffered events")
             return False
         self._answered()
-        full = sum(1 for r in results if r is None)
+        full = len(bodies) - added
+        self._moved = True
         with self._lock:
             for _ in batch:
                 self._buffer.popleft()
@@ -799,7 +1079,7 @@ class RedisOutbox(Outbox):
         held = [(self.events_key, entry) for entry in self._taken.values()]
         held += [(self._dest_key(dest), entry) for dest, entry in self._handed.values()]
         held += [(self._dest_key(dest), entry) for dest, entry, _ in self._unsettled if entry]
-        held += [(stream, entry) for stream, waiting in self._reclaimed.items()
+        held += [(stream, entry) for stream, waiting in self._waiting.items()
                  for entry, _ in waiting]
         self._touch(held, 0)
 
@@ -846,14 +1126,15 @@ class RedisOutbox(Outbox):
         if not claimed:
             return False
         poison = self._poison(claimed)
-        taken: dict[str, int] = {}
+        taken: dict[str, list[tuple[str, dict[str, str]]]] = {}
         for stream, entry, fields in claimed:
             if (stream, entry) not in poison:
-                self._reclaimed.setdefault(stream, deque()).append((entry, fields))
-                taken[stream] = taken.get(stream, 0) + 1
-        for stream, n in taken.items():
+                taken.setdefault(stream, []).append((entry, fields))
+        for stream, entries in taken.items():
+            # Older than what this worker took ahead: handed out first.
+            self._waiting.setdefault(stream, deque()).extendleft(reversed(entries))
             logger.info("cdptrack: took over %d idle entries of %s from a stopped worker",
-                        n, stream)
+                        len(entries), stream)
         return bool(taken)
 
     def _poison(self, claimed: Sequence[tuple[str, str, dict[str, str]]]
@@ -877,15 +1158,12 @@ class RedisOutbox(Outbox):
         if not poison:
             return set()
         found = {(stream, entry) for stream, entry, _, _ in poison}
+        work = [(stream, entry, [json.dumps(
+                    _letter_dict(self._poison_letter(stream, fields, times)),
+                    ensure_ascii=False, default=str)])
+                for stream, entry, fields, times in poison]
         try:
-            pipe = self._client().pipeline(transaction=False)
-            script = self._script("settle")
-            for stream, entry, fields, times in poison:
-                letter = self._poison_letter(stream, fields, times)
-                text = json.dumps(_letter_dict(letter), ensure_ascii=False, default=str)
-                script(keys=[stream, self.dead_key, self._dead_seq_key],
-                       args=[GROUP, entry, self.dead_maxlen, text], client=pipe)
-            moved = pipe.execute()
+            moved = self._run_script("settle", *self._settle_call(work))
         except self._errors() as error:
             self._failed(error, "dead-lettering entries handed out too often")
             return found
@@ -1001,15 +1279,19 @@ class RedisOutbox(Outbox):
         if self._client_obj is None:
             return
         self._available_now()
+        if self._settle_timer is not None:
+            self._settle_timer.cancel()
+            self._settle_timer = None
         self._settle_pending()
         held = [(self.events_key, entry) for entry in self._taken.values()]
         held += [(self._dest_key(dest), entry) for dest, entry in self._handed.values()]
-        held += [(stream, entry) for stream, waiting in self._reclaimed.items()
+        held += [(stream, entry) for stream, waiting in self._waiting.items()
                  for entry, _ in waiting]
         self._touch(held, RELEASED_IDLE_MS)
         self._taken.clear()
         self._handed.clear()
-        self._reclaimed.clear()
+        self._waiting.clear()
+        self._ahead.clear()
         while self._buffer and self._drain_buffer():
             pass
         with self._lock:
@@ -1033,6 +1315,30 @@ class RedisOutbox(Outbox):
 
     def __repr__(self) -> str:
         return f"RedisOutbox({self.url!r}, prefix={self.prefix!r}, role={self.role!r})"
+
+
+def _read_answer(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """``READ``'s answer (or ``ROUTE``'s per stream) as (entry id, fields) in stream
+    order; an entry whose body did not come back (this process routed it) has {}."""
+    ids = str(reply[0]).split(",") if reply and reply[0] else []
+    fields = {str(reply[i]): _fields(reply[i + 1]) for i in range(1, len(reply) - 1, 2)}
+    return [(entry, fields.get(entry, {})) for entry in ids]
+
+
+def _fields(flat: Any) -> dict[str, str]:
+    """An entry's fields from a script's answer (a flat name, value list)."""
+    if not isinstance(flat, list):
+        return {}
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
+def _entry_order(entry: str) -> tuple[int, int]:
+    """A stream entry id (``<ms>-<seq>``) as something that sorts like the stream."""
+    ms, _, seq = entry.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return (0, 0)
 
 
 def _with_id(item: Payload) -> Payload:

@@ -263,6 +263,8 @@ class Sender:
         while True:
             items = outbox.take_new(TAKE)
             self._count_refusals()
+            if not items and outbox.took_staged():
+                quiet = 0  # a producer's burst went on: more captures are coming
             if not items and quiet < QUIET_POLLS:
                 quiet += 1
                 await asyncio.sleep(POLL)  # still busy lately: look again, unwoken
