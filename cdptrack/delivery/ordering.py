@@ -70,6 +70,7 @@ class VisitorGate:
                 ready.append(delivery)
             else:
                 behind.append(delivery)
+                delivery.shrink()  # waits packed, when it came packed
                 self.parked += 1
         return ready, list(mine)
 
