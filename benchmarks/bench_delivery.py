@@ -33,8 +33,9 @@ from cdptrack.tracker import Tracker
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
-def _collector(port_out: Any) -> None:
-    """A tiny HTTP/1.1 keep-alive server: reads each request, answers 200 ``{}``."""
+def _collector(port_out: Any, port: int = 0) -> None:
+    """A tiny HTTP/1.1 keep-alive server: reads each request, answers 200 ``{}``; on
+    ``port`` (0: any free one), which it sends to ``port_out``."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -51,7 +52,7 @@ def _collector(port_out: Any) -> None:
             writer.close()
 
     async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
         port_out.send(server.sockets[0].getsockname()[1])
         async with server:
             await server.serve_forever()

@@ -11,7 +11,9 @@ process's memory per pending event is read from its RSS growth.
 Reports per capture: median, p99, p99.9, max; how late the app thread's pauses ended
 (a collection holds the GIL whichever thread runs it, so the app waits for it as a
 capture or elsewhere); the longest collection of each generation; which of them the
-slowest captures overlapped; and memory per pending event.
+slowest captures overlapped; and memory per pending event.  With ``--recover``, the APIs
+then come back (a local collector in another process, on the port that was dead) and
+it reports the process's CPU per event while the sender empties the backlog.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import array
 import gc
+import multiprocessing
 import os
 import socket
 import statistics
@@ -28,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_delivery import _collector
 from cdptrack import Tracker
 from cdptrack.config import Config
 from cdptrack.events import track
@@ -51,8 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--max-queue", type=int, default=10_000)
+    parser.add_argument("--recover", action="store_true",
+                        help="then bring the APIs back and time emptying the backlog")
     args = parser.parse_args()
-    base = f"http://127.0.0.1:{dead_port()}"
+    port = dead_port()
+    base = f"http://127.0.0.1:{port}"
     config = Config(yespo_site_id="s", yespo_api_key="k", customerio_api_key="k",
                     orangepill_api_key="k", yespo_tracker_url=base + "/t",
                     yespo_api_url=base + "/y", customerio_url=base + "/c",
@@ -127,6 +134,24 @@ def main() -> None:
               f"{', '.join(during) or 'none'}")
     print(f"memory: {(rss1 - rss0) / max(1, pending):.2f} KiB RSS per pending event "
           f"({pending} events waiting per destination)")
+    if args.recover:
+        receive, send = multiprocessing.Pipe(duplex=False)
+        collector = multiprocessing.Process(target=_collector, args=(send, port),
+                                            daemon=True)
+        collector.start()
+        receive.recv()
+        sent0 = sum(row["sent"] for row in tracker.stats().values())
+        cpu = time.process_time()
+        started = time.perf_counter()
+        ok = tracker.flush(600)
+        cpu = time.process_time() - cpu
+        sent = sum(row["sent"] for row in tracker.stats().values()) - sent0
+        print(f"recovery: {'' if ok else 'NOT '}emptied in "
+              f"{time.perf_counter() - started:.1f} s (the lanes' backoff first), "
+              f"{sent} messages; {cpu / max(1, sent // 4) * 1e6:.0f} µs CPU per event "
+              "(this process, four APIs)")
+        collector.terminate()
+        collector.join()
     tracker.shutdown(0.5)
 
 

@@ -46,20 +46,28 @@ MAX_RESPONSE_CHARS = 2000
 PARK_LIMIT = 1000
 
 
+def visitor_key(event: Event) -> str | None:
+    """Whose order ``event`` belongs to (see :mod:`.ordering`); None: nobody's."""
+    visitor = event.visitor
+    return (visitor.sc or visitor.user_id or visitor.email or visitor.phone
+            or visitor.external_customer_id)
+
+
 class Delivery:
     """One event on its way to one destination.
 
     The event may come packed (:mod:`.compact`: the memory outbox keeps what waits for
-    a failing API that way); it is unpacked on first use of :attr:`event`, and
-    :meth:`shrink` drops the unpacked copy again while the delivery waits behind a
-    busy visitor (:mod:`.ordering`)."""
+    a failing API that way), with its :func:`visitor_key`; it is unpacked on first use
+    of :attr:`event`, so one that waits behind a busy visitor (:mod:`.ordering`) stays
+    packed until it is sent."""
 
-    __slots__ = ("_event", "_packed", "counted", "destination", "key", "only", "requests")
+    __slots__ = ("_event", "_packed", "_visitor", "counted", "destination", "key", "only",
+                 "requests")
 
     def __init__(self, key: int, destination: str, event: Event | None = None,
                  requests: list[WireRequest] | None = None,
                  only: frozenset[str] | None = None, counted: bool = False, *,
-                 packed: bytes | None = None) -> None:
+                 packed: bytes | None = None, visitor: str | None = None) -> None:
         if event is None and packed is None:
             raise TypeError("a Delivery needs its event, or the event packed")
         self.key = key
@@ -73,6 +81,7 @@ class Delivery:
         self.counted = counted  # "enqueued" already counted for these requests
         self._event = event
         self._packed = packed
+        self._visitor = visitor  # the packed event's visitor_key
 
     @property
     def event(self) -> Event:
@@ -82,10 +91,11 @@ class Delivery:
             event = self._event = unpack(self._packed)
         return event
 
-    def shrink(self) -> None:
-        """Keep only the packed event while this delivery waits (when it has one)."""
-        if self._packed is not None:
-            self._event = None
+    @property
+    def visitor(self) -> str | None:
+        """:func:`visitor_key` of the event, without unpacking it."""
+        event = self._event
+        return self._visitor if event is None else visitor_key(event)
 
     def __repr__(self) -> str:
         what = self._event.label if self._event is not None else "packed event"

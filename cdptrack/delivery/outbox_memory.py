@@ -21,6 +21,7 @@ long outage.  Events still queued at shutdown are counted as ``dropped:shutdown`
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -28,7 +29,10 @@ from collections.abc import Iterable, Sequence
 from ..events import Event
 from .compact import pack
 from .deferred import DeferredBuild
-from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing
+from .outbox import DeadLetter, Delivery, Outbox, Payload, Routing, visitor_key
+
+# A routed event waiting in lanes: (key, event), or packed (key, bytes, its visitor key).
+_Waiting = tuple[int, Event] | tuple[int, bytes, str | None]
 
 
 class MemoryOutbox(Outbox):
@@ -56,9 +60,10 @@ class MemoryOutbox(Outbox):
         # Per destination, what waits: one (key, event) tuple per routed event, the same
         # tuple in every destination's lane (a Delivery is made when a lane takes it:
         # about 90 bytes per waiting event instead of four Delivery objects); for lanes
-        # whose API is failing, one (key, packed event) tuple shared the same way.
-        # Replayed dead letters wait as a Delivery (they carry the message ids to re-send).
-        self._lanes: dict[str, deque[Delivery | tuple[int, Event | bytes]]] = {}
+        # whose API is failing, one (key, packed event, visitor key) tuple shared the same
+        # way (the visitor key, interned, orders it without unpacking).  Replayed dead
+        # letters wait as a Delivery (they carry the message ids to re-send).
+        self._lanes: dict[str, deque[Delivery | _Waiting]] = {}
         self._failing: set[str] = set()
         self._dead: deque[DeadLetter] = deque(maxlen=self.max_dead_letters)
         self._dead_ids = itertools.count(1)
@@ -111,8 +116,8 @@ class MemoryOutbox(Outbox):
             for routing in routings:
                 parts = parts_of.get(routing.key, 0)
                 if routing.event is not None:
-                    shared = (routing.key, routing.event)
-                    packed: tuple[int, Event | bytes] | None = None
+                    shared: _Waiting = (routing.key, routing.event)
+                    packed: _Waiting | None = None
                     for destination, requests in routing.requests.items():
                         lane = self._lanes.get(destination)
                         if lane is None:
@@ -125,8 +130,7 @@ class MemoryOutbox(Outbox):
                                                  requests, counted=True))
                         elif destination in self._failing:
                             if packed is None:  # once per event, shared by failing lanes
-                                blob = pack(routing.event)
-                                packed = shared if blob is None else (routing.key, blob)
+                                packed = _packed(routing.key, routing.event) or shared
                             lane.append(packed)
                         else:
                             lane.append(shared)
@@ -151,10 +155,11 @@ class MemoryOutbox(Outbox):
             if isinstance(item, Delivery):
                 out.append(item)
                 continue
-            key, waiting = item
-            out.append(Delivery(key, destination, packed=waiting, counted=True)
-                       if isinstance(waiting, bytes)
-                       else Delivery(key, destination, waiting, counted=True))
+            if len(item) == 3:
+                out.append(Delivery(item[0], destination, packed=item[1], visitor=item[2],
+                                    counted=True))
+            else:
+                out.append(Delivery(item[0], destination, item[1], counted=True))
         return out
 
     def set_failing(self, destination: str, failing: bool) -> None:
@@ -167,7 +172,7 @@ class MemoryOutbox(Outbox):
         """Deliveries waiting packed, over every lane (for tests and inspection)."""
         with self._lock:
             return sum(1 for lane in self._lanes.values() for item in lane
-                       if isinstance(item, tuple) and isinstance(item[1], bytes))
+                       if isinstance(item, tuple) and len(item) == 3)
 
     def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
         with self._lock:
@@ -227,6 +232,16 @@ class MemoryOutbox(Outbox):
     def after_fork(self) -> None:
         # The parent still owns (and sends) what it had queued; the child starts empty.
         self._reset()
+
+
+def _packed(key: int, event: Event) -> _Waiting | None:
+    """``event`` waiting packed, or None when it cannot be (:func:`.compact.pack`)."""
+    blob = pack(event)
+    if blob is None:
+        return None
+    who = visitor_key(event)
+    # Interned: a visitor's waiting events share one string, not one copy each.
+    return key, blob, None if who is None else sys.intern(who)
 
 
 def _with_id(letter: DeadLetter, ident: int) -> DeadLetter:
