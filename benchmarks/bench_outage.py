@@ -11,9 +11,10 @@ process's memory per pending event is read from its RSS growth.
 Reports per capture: median, p99, p99.9, max; how late the app thread's pauses ended
 (a collection holds the GIL whichever thread runs it, so the app waits for it as a
 capture or elsewhere); the longest collection of each generation; which of them the
-slowest captures overlapped; and memory per pending event.  With ``--recover``, the APIs
-then come back (a local collector in another process, on the port that was dead) and
-it reports the process's CPU per event while the sender empties the backlog.
+slowest captures overlapped; memory per pending event; and how long a full collection
+takes while they wait.  With ``--recover``, the APIs then come back (a local collector
+in another process, on the port that was dead) and it reports the process's CPU per
+event while the sender empties the backlog.
 """
 
 from __future__ import annotations
@@ -134,6 +135,10 @@ def main() -> None:
               f"{', '.join(during) or 'none'}")
     print(f"memory: {(rss1 - rss0) / max(1, pending):.2f} KiB RSS per pending event "
           f"({pending} events waiting per destination)")
+    full = time.perf_counter()
+    gc.collect()
+    print(f"a full collection with them waiting: {(time.perf_counter() - full) * 1e3:.1f} ms "
+          f"({len(gc.get_objects()):,} objects tracked in the process)")
     if args.recover:
         receive, send = multiprocessing.Pipe(duplex=False)
         collector = multiprocessing.Process(target=_collector, args=(send, port),
