@@ -33,8 +33,9 @@ from cdptrack.tracker import Tracker
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 
-def _collector(port_out: Any) -> None:
-    """A tiny HTTP/1.1 keep-alive server: reads each request, answers 200 ``{}``."""
+def _collector(port_out: Any, port: int = 0) -> None:
+    """A tiny HTTP/1.1 keep-alive server: reads each request, answers 200 ``{}``; on
+    ``port`` (0: any free one), which it sends to ``port_out``."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -51,7 +52,7 @@ def _collector(port_out: Any) -> None:
             writer.close()
 
     async def main() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
         port_out.send(server.sockets[0].getsockname()[1])
         async with server:
             await server.serve_forever()
@@ -120,20 +121,25 @@ def capture_cost(config: Config, outbox: str, items: list[Any], *, burst: int,
 
 
 def delivery_rate(config: Config, events: list[Event], outbox: str = "memory"
-                  ) -> tuple[float, dict[str, dict[str, int]]]:
+                  ) -> tuple[float, float, dict[str, dict[str, int]]]:
+    """Events per second from the first ``capture`` until ``flush()`` returned, and
+    this process's CPU per event over the same span (the capturing thread and the
+    sender together; the collector is another process)."""
     tracker = Tracker(config, outbox=outbox, max_queue=len(events) + 10)
     tracker.capture(events[0])
     tracker.flush(30)
     started = time.perf_counter()
+    cpu = time.process_time()
     for event in events:
         tracker.capture(event)
     ok = tracker.flush(600)
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     stats = tracker.stats()
     tracker.shutdown(5)
     if not ok:
         raise SystemExit("delivery did not finish")
-    return len(events) / elapsed, stats
+    return len(events) / elapsed, cpu / len(events) * 1e6, stats
 
 
 def main() -> None:
@@ -172,22 +178,25 @@ def main() -> None:
             ("Customer.io only (batched)", ("customerio",)),
             ("Yespo tracker only (one request per event)", ("yespo_tracker",)),
         ]:
-            rate, stats = delivery_rate(config_for(port, destinations), events)
+            rate, cpu, stats = delivery_rate(config_for(port, destinations), events)
             requests = sum(row["sent"] for row in stats.values())
             rows.append((f"delivery, {label}",
-                         f"{rate:,.0f} events/s ({requests:,} messages accepted)"))
+                         f"{rate:,.0f} events/s, {cpu:.1f} µs CPU/event "
+                         f"({requests:,} messages accepted)"))
         one = make_events(args.events, visitors=1)
         for label, destinations in [
             ("all four APIs, one visitor", all_four),
             ("Customer.io only, one visitor", ("customerio",)),
         ]:
-            rate, _ = delivery_rate(config_for(port, destinations), one)
-            rows.append((f"delivery, {label}", f"{rate:,.0f} events/s"))
+            rate, cpu, _ = delivery_rate(config_for(port, destinations), one)
+            rows.append((f"delivery, {label}",
+                         f"{rate:,.0f} events/s, {cpu:.1f} µs CPU/event"))
         with tempfile.TemporaryDirectory() as tmp:
             small = events[: min(len(events), 5000)]
-            rate, _ = delivery_rate(config_for(port, all_four), small,
-                                    outbox=f"sqlite:///{tmp}/o.db")
-            rows.append(("delivery, all four APIs (SQLite outbox)", f"{rate:,.0f} events/s"))
+            rate, cpu, _ = delivery_rate(config_for(port, all_four), small,
+                                         outbox=f"sqlite:///{tmp}/o.db")
+            rows.append(("delivery, all four APIs (SQLite outbox)",
+                         f"{rate:,.0f} events/s, {cpu:.1f} µs CPU/event"))
     finally:
         collector.terminate()
         collector.join()

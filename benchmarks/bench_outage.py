@@ -11,13 +11,18 @@ process's memory per pending event is read from its RSS growth.
 Reports per capture: median, p99, p99.9, max; how late the app thread's pauses ended
 (a collection holds the GIL whichever thread runs it, so the app waits for it as a
 capture or elsewhere); the longest collection of each generation; which of them the
-slowest captures overlapped; and memory per pending event.
+slowest captures overlapped; memory per pending event; and how long a full collection
+takes while they wait.  With ``--recover``, the APIs then come back (a local collector
+in another process, on the port that was dead) and it reports the process's CPU per
+event while the sender empties the backlog.
 """
 
 from __future__ import annotations
 
 import argparse
+import array
 import gc
+import multiprocessing
 import os
 import socket
 import statistics
@@ -27,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_delivery import _collector
 from cdptrack import Tracker
 from cdptrack.config import Config
 from cdptrack.events import track
@@ -50,8 +56,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=30_000)
     parser.add_argument("--max-queue", type=int, default=10_000)
+    parser.add_argument("--recover", action="store_true",
+                        help="then bring the APIs back and time emptying the backlog")
     args = parser.parse_args()
-    base = f"http://127.0.0.1:{dead_port()}"
+    port = dead_port()
+    base = f"http://127.0.0.1:{port}"
     config = Config(yespo_site_id="s", yespo_api_key="k", customerio_api_key="k",
                     orangepill_api_key="k", yespo_tracker_url=base + "/t",
                     yespo_api_url=base + "/y", customerio_url=base + "/c",
@@ -74,23 +83,31 @@ def main() -> None:
 
     tracker.capture(track("Product Viewed", props, visitor=who))  # sender up
     time.sleep(0.5)
+    # The timings are written into arrays allocated before the first RSS reading: a
+    # list of (start, end) tuples would grow by about 110 bytes per capture, which the
+    # RSS growth would count as the outbox's (0.33 KiB per pending event at 30,000).
+    starts = array.array("d", bytes(8 * args.events))
+    ends = array.array("d", bytes(8 * args.events))
+    # How late each 5 ms pause ended: the GIL held elsewhere.
+    stalls = array.array("d", bytes(8 * (args.events // 10)))
+    gc.collect()
     rss0 = rss_kib()
     gc.callbacks.append(on_gc)
-    calls: list[tuple[float, float]] = []
-    stalls: list[float] = []  # how late each 5 ms pause ended: the GIL held elsewhere
     for i in range(args.events):
         event = track("Product Viewed", props, visitor=who)  # the caller's work, untimed
         t0 = time.perf_counter()
         tracker.capture(event)
-        calls.append((t0, time.perf_counter()))
+        ends[i] = time.perf_counter()
+        starts[i] = t0
         if i % 10 == 9:
             s0 = time.perf_counter()
             time.sleep(0.005)
-            stalls.append(time.perf_counter() - s0 - 0.005)
+            stalls[i // 10] = time.perf_counter() - s0 - 0.005
     gc.callbacks.remove(on_gc)
     time.sleep(1)
     pending = sum(tracker._outbox.backlog().values()) // 4 or 1
     rss1 = rss_kib()
+    calls = list(zip(starts, ends, strict=True))
     durations = sorted((b - a) * 1e6 for a, b in calls)
 
     def pct(p: float) -> float:
@@ -118,6 +135,28 @@ def main() -> None:
               f"{', '.join(during) or 'none'}")
     print(f"memory: {(rss1 - rss0) / max(1, pending):.2f} KiB RSS per pending event "
           f"({pending} events waiting per destination)")
+    full = time.perf_counter()
+    gc.collect()
+    print(f"a full collection with them waiting: {(time.perf_counter() - full) * 1e3:.1f} ms "
+          f"({len(gc.get_objects()):,} objects tracked in the process)")
+    if args.recover:
+        receive, send = multiprocessing.Pipe(duplex=False)
+        collector = multiprocessing.Process(target=_collector, args=(send, port),
+                                            daemon=True)
+        collector.start()
+        receive.recv()
+        sent0 = sum(row["sent"] for row in tracker.stats().values())
+        cpu = time.process_time()
+        started = time.perf_counter()
+        ok = tracker.flush(600)
+        cpu = time.process_time() - cpu
+        sent = sum(row["sent"] for row in tracker.stats().values()) - sent0
+        print(f"recovery: {'' if ok else 'NOT '}emptied in "
+              f"{time.perf_counter() - started:.1f} s (the lanes' backoff first), "
+              f"{sent} messages; {cpu / max(1, sent // 4) * 1e6:.0f} µs CPU per event "
+              "(this process, four APIs)")
+        collector.terminate()
+        collector.join()
     tracker.shutdown(0.5)
 
 

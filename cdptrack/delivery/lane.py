@@ -123,6 +123,10 @@ class Lane:
         # went below the outbox's park limit again.
         self._gate = VisitorGate()
         self._park_limit = max(1, outbox.park_limit)
+        # Whether the API's last answer was a failure to retry (no answer, 5xx, 429):
+        # told to the outbox on changes, which then keeps this lane's waiting work
+        # compact (see :meth:`.Outbox.set_failing`).
+        self._failing = False
         self._room = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -378,6 +382,8 @@ class Lane:
                     request_log.info('HTTP Request: %s %s "%s"', method, url, status)
                 verdict = classify(status)
                 if verdict == "ok":
+                    if self._failing:
+                        self._set_failing(False)
                     self._counters.observe_latency(self.destination,
                                                    time.monotonic() - started)
                     return Outcome(True, status, response.text if keep_body else "",
@@ -388,6 +394,8 @@ class Lane:
                 logger.warning("%s answered %s to %s; dead-lettered: %s",
                                self.destination, status, what, answer[:200])
                 return Outcome(False, status, answer, attempt, "rejected")
+            if not self._failing:
+                self._set_failing(True)
             delay = self._policy.delay(attempt, retry_after)
             elapsed = time.monotonic() - started
             if not self._policy.allows(elapsed, delay) or (
@@ -400,6 +408,10 @@ class Lane:
                          self.destination, what, status or answer, delay)
             self._counters.add(self.destination, "retried", messages)
             await asyncio.sleep(delay)
+
+    def _set_failing(self, failing: bool) -> None:
+        self._failing = failing
+        self._outbox.set_failing(self.destination, failing)
 
     def _letter(self, request: WireRequest, delivery: Delivery, outcome: Outcome
                 ) -> DeadLetter:

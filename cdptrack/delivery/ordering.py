@@ -29,15 +29,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 
-from ..events import Event
-from .outbox import PARK_LIMIT, Delivery
-
-
-def visitor_key(event: Event) -> str | None:
-    """Whose order ``event`` belongs to (see the module docstring); None: nobody's."""
-    visitor = event.visitor
-    return (visitor.sc or visitor.user_id or visitor.email or visitor.phone
-            or visitor.external_customer_id)
+from .outbox import PARK_LIMIT, Delivery, visitor_key
 
 
 class VisitorGate:
@@ -59,7 +51,7 @@ class VisitorGate:
         ready: list[Delivery] = []
         mine: dict[str, None] = {}
         for delivery in deliveries:
-            key = visitor_key(delivery.event)
+            key = delivery.visitor  # a packed event stays packed while it is parked
             if key is None or key in mine:
                 ready.append(delivery)
                 continue

@@ -33,6 +33,7 @@ from urllib.parse import quote, quote_plus
 
 from ..destinations.base import WireRequest
 from ..events import Event
+from .compact import unpack
 from .deferred import DeferredBuild
 from .identity_store import IdentityStore, MemoryIdentityStore
 
@@ -45,20 +46,60 @@ MAX_RESPONSE_CHARS = 2000
 PARK_LIMIT = 1000
 
 
-@dataclass(slots=True)
-class Delivery:
-    """One event on its way to one destination."""
+def visitor_key(event: Event) -> str | None:
+    """Whose order ``event`` belongs to (see :mod:`.ordering`); None: nobody's."""
+    visitor = event.visitor
+    return (visitor.sc or visitor.user_id or visitor.email or visitor.phone
+            or visitor.external_customer_id)
 
-    key: int
-    destination: str
-    event: Event
-    # Rendered by the dispatcher (durable outboxes, cached); None: the lane renders when
-    # it sends (the memory outbox keeps only the event while it waits; after a restart,
-    # since credentials are never written to disk).
-    requests: list[WireRequest] | None = None
-    # Replay: only the wire requests with these message ids (the ones that died).
-    only: frozenset[str] | None = None
-    counted: bool = False  # "enqueued" already counted for these requests
+
+class Delivery:
+    """One event on its way to one destination.
+
+    The event may come packed (:mod:`.compact`: the memory outbox keeps what waits for
+    a failing API that way), with its :func:`visitor_key`; it is unpacked on first use
+    of :attr:`event`, so one that waits behind a busy visitor (:mod:`.ordering`) stays
+    packed until it is sent."""
+
+    __slots__ = ("_event", "_packed", "_visitor", "counted", "destination", "key", "only",
+                 "requests")
+
+    def __init__(self, key: int, destination: str, event: Event | None = None,
+                 requests: list[WireRequest] | None = None,
+                 only: frozenset[str] | None = None, counted: bool = False, *,
+                 packed: bytes | None = None, visitor: str | None = None) -> None:
+        if event is None and packed is None:
+            raise TypeError("a Delivery needs its event, or the event packed")
+        self.key = key
+        self.destination = destination
+        # Rendered by the dispatcher (durable outboxes, cached); None: the lane renders
+        # when it sends (the memory outbox keeps only the event while it waits; after a
+        # restart, since credentials are never written to disk).
+        self.requests = requests
+        # Replay: only the wire requests with these message ids (the ones that died).
+        self.only = only
+        self.counted = counted  # "enqueued" already counted for these requests
+        self._event = event
+        self._packed = packed
+        self._visitor = visitor  # the packed event's visitor_key
+
+    @property
+    def event(self) -> Event:
+        event = self._event
+        if event is None:
+            assert self._packed is not None
+            event = self._event = unpack(self._packed)
+        return event
+
+    @property
+    def visitor(self) -> str | None:
+        """:func:`visitor_key` of the event, without unpacking it."""
+        event = self._event
+        return self._visitor if event is None else visitor_key(event)
+
+    def __repr__(self) -> str:
+        what = self._event.label if self._event is not None else "packed event"
+        return f"Delivery({self.key}, {self.destination!r}, {what})"
 
 
 @dataclass(slots=True)
@@ -188,6 +229,12 @@ class Outbox(abc.ABC):
         """False once a graceful stop began (a Redis worker's ``stop_taking``): lanes
         then start nothing new, and hand back what waited behind a busy visitor."""
         return True
+
+    def set_failing(self, destination: str, failing: bool) -> None:  # noqa: B027
+        """A hint from ``destination``'s lane: its API stopped answering (``failing``)
+        or answered again.  What is routed to a failing lane waits seconds to minutes,
+        so an outbox that keeps it in memory may keep it compact (:mod:`.compact`).
+        Called on the sender thread, on changes only.  Default: nothing."""
 
     @abc.abstractmethod
     def backlog(self) -> dict[str, int]:
