@@ -12,6 +12,10 @@ Redis outbox + ``cdptrack worker`` / SQLite outbox, all four) the web process's 
 (utime + stime from ``/proc/<pid>/stat``) is read before the load and after the
 collector has every event of it, so the sender's work on those events is in the figure.
 The worker's CPU is read the same way.  A run fails loudly when an event is missing.
+With cdptrack on, the shop also times each request's hand-over of its events
+(``Tracker.capture_deferred``: with the SQLite outbox the build and the commit) while the
+load runs (``BENCH_CAPTURE_TIMES``, see ``shop_apps.py``); its median and p99 are printed
+under each table.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_shop.py [--requests 1500]
         [--concurrency 4] [--rounds 1] [--shops flask,fastapi] [--configs ...]
@@ -273,6 +277,7 @@ def environment(setup: Setup, collector_port: int, outbox_url: str) -> dict[str,
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["BENCH_CDPTRACK"] = ("discard" if setup.discard
                              else "1" if setup.destinations else "0")
+    env["BENCH_CAPTURE_TIMES"] = "1"
     base = f"http://127.0.0.1:{collector_port}"
     env.update({
         "CDPTRACK_YESPO_TRACKER_URL": base + "/tracker/api/v2",
@@ -309,6 +314,38 @@ class Result:
     switches: float = 0.0  # the web process's context switches per page view
     threads: dict[str, float] = field(default_factory=dict)  # µs per view per thread name
     missing: dict[str, int] = field(default_factory=dict)
+    # Per request, the time capture_deferred kept the request's thread (ns): wall, CPU.
+    capture_wall: list[int] = field(default_factory=list)
+    capture_cpu: list[int] = field(default_factory=list)
+
+
+def capture_times(port: int, timed: bool) -> dict[str, list[int]]:
+    """The shop's capture timings since the last call (and forget them)."""
+    if not timed:
+        return {"wall": [], "cpu": []}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/__capture_times")
+    answer = conn.getresponse()
+    data = answer.read()
+    conn.close()
+    if answer.status != 200:
+        raise RuntimeError(f"/__capture_times answered {answer.status}")
+    found: dict[str, list[int]] = json.loads(data)
+    return found
+
+
+def percentile(values: list[int], share: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(share * len(ordered)))])
+
+
+def capture_summary(wall: list[int], cpu: list[int]) -> str:
+    if not wall:
+        return ""
+    return (f"capture {statistics.median(wall) / 1000:.0f} µs median, "
+            f"p99 {percentile(wall, 0.99) / 1000:.0f} µs "
+            f"(thread CPU {statistics.median(cpu) / 1000:.0f} µs, "
+            f"p99 {percentile(cpu, 0.99) / 1000:.0f}; {len(wall)} requests)")
 
 
 def wait_counts(port: int, want: dict[str, int], timeout: float) -> dict[str, int]:
@@ -383,6 +420,8 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
                                       cwd=ROOT, env=env)
         cookie = login(port)
         load(port, cookie, 50, 1)  # warm-up: imports, first connections
+        timed = bool(setup.destinations)
+        capture_times(port, timed)  # forget the warm-up's
         settle(collector_port)
         collector_call(collector_port, "POST", "/__reset")
         spies = start_profiles(args.profile, f"{shop}-{setup_name(setup)}-{round_no}",
@@ -409,10 +448,12 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(30)
+        times = capture_times(port, timed)
         n = args.requests
         return Result((web1 - web0) / n * 1e6, n / elapsed,
                       (worker1 - worker0) / n * 1e6 if worker else None,
                       switches=(switches1 - switches0) / n, missing=missing,
+                      capture_wall=times["wall"], capture_cpu=times["cpu"],
                       threads={name: (spent - threads0.get(name, 0.0)) / n * 1e6
                                for name, spent in threads1.items()})
     finally:
@@ -470,7 +511,9 @@ def main() -> int:
                               + "  [" + ", ".join(
                                   f"{name} {spent:.0f}" for name, spent in sorted(
                                       result.threads.items(), key=lambda kv: -kv[1])
-                                  if spent >= 1) + "]",
+                                  if spent >= 1) + "]"
+                              + (f"  {capture_summary(result.capture_wall, result.capture_cpu)}"
+                                 if result.capture_wall else ""),
                               file=sys.stderr)
     finally:
         coll.terminate()
@@ -499,6 +542,13 @@ def main() -> int:
                 arrived = ""
             print(f"| {CONFIGS[name].name} | {cpu:.0f} µs | {cpu / base_cpu:.2f}x "
                   f"| {rate / base_rate:.2f}x | {worker} | {arrived} |")
+        print()
+        for name in configs:
+            runs = results[(shop, name)]
+            summary = capture_summary([w for r in runs for w in r.capture_wall],
+                                      [c for r in runs for c in r.capture_cpu])
+            if summary:
+                print(f"- {CONFIGS[name].name}: {summary}")
         print()
     return 1 if failed else 0
 
