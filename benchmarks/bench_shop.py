@@ -317,12 +317,13 @@ class Result:
     # Per request, the time capture_deferred kept the request's thread (ns): wall, CPU.
     capture_wall: list[int] = field(default_factory=list)
     capture_cpu: list[int] = field(default_factory=list)
+    build_cpu: list[int] = field(default_factory=list)  # of which building the events
 
 
 def capture_times(port: int, timed: bool) -> dict[str, list[int]]:
     """The shop's capture timings since the last call (and forget them)."""
     if not timed:
-        return {"wall": [], "cpu": []}
+        return {"wall": [], "cpu": [], "build_wall": [], "build_cpu": []}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/__capture_times")
     answer = conn.getresponse()
@@ -339,12 +340,14 @@ def percentile(values: list[int], share: float) -> float:
     return float(ordered[min(len(ordered) - 1, int(share * len(ordered)))])
 
 
-def capture_summary(wall: list[int], cpu: list[int]) -> str:
+def capture_summary(wall: list[int], cpu: list[int], build: list[int]) -> str:
     if not wall:
         return ""
+    built = (f", of which the build {statistics.median(build) / 1000:.0f}"
+             if any(build) else "")
     return (f"capture {statistics.median(wall) / 1000:.0f} µs median, "
             f"p99 {percentile(wall, 0.99) / 1000:.0f} µs "
-            f"(thread CPU {statistics.median(cpu) / 1000:.0f} µs, "
+            f"(thread CPU {statistics.median(cpu) / 1000:.0f} µs median{built}; "
             f"p99 {percentile(cpu, 0.99) / 1000:.0f}; {len(wall)} requests)")
 
 
@@ -454,6 +457,7 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
                       (worker1 - worker0) / n * 1e6 if worker else None,
                       switches=(switches1 - switches0) / n, missing=missing,
                       capture_wall=times["wall"], capture_cpu=times["cpu"],
+                      build_cpu=times["build_cpu"],
                       threads={name: (spent - threads0.get(name, 0.0)) / n * 1e6
                                for name, spent in threads1.items()})
     finally:
@@ -512,7 +516,8 @@ def main() -> int:
                                   f"{name} {spent:.0f}" for name, spent in sorted(
                                       result.threads.items(), key=lambda kv: -kv[1])
                                   if spent >= 1) + "]"
-                              + (f"  {capture_summary(result.capture_wall, result.capture_cpu)}"
+                              + ("  " + capture_summary(result.capture_wall,
+                                                        result.capture_cpu, result.build_cpu)
                                  if result.capture_wall else ""),
                               file=sys.stderr)
     finally:
@@ -546,7 +551,8 @@ def main() -> int:
         for name in configs:
             runs = results[(shop, name)]
             summary = capture_summary([w for r in runs for w in r.capture_wall],
-                                      [c for r in runs for c in r.capture_cpu])
+                                      [c for r in runs for c in r.capture_cpu],
+                                      [b for r in runs for b in r.build_cpu])
             if summary:
                 print(f"- {CONFIGS[name].name}: {summary}")
         print()
