@@ -173,6 +173,32 @@ def test_a_requests_events_are_committed_in_one_transaction_before_capture_retur
     tracker.shutdown()
 
 
+def test_capture_does_not_wait_for_the_senders_bookkeeping(apis: FourApis, tmp_path: Path
+                                                           ) -> None:
+    """While the sender routes or settles (its bookkeeping lock held), a request's
+    events are still committed: capture shares only the connection's lock with it."""
+    path = tmp_path / "outbox.db"
+    tracker = Tracker(apis.config(), outbox=f"sqlite:///{path}", **FAST)
+    tracker.capture(product_viewed(0))
+    committed = threading.Event()
+
+    def request() -> None:
+        tracker.capture_deferred(lambda: [product_viewed(1)])
+        committed.set()
+
+    with tracker._outbox._books:  # the sender, in the middle of its bookkeeping
+        thread = threading.Thread(target=request)
+        thread.start()
+        assert committed.wait(10), "capture waited for the sender's bookkeeping"
+        with sqlite3.connect(path) as reader:
+            bodies = [b for (b,) in reader.execute("SELECT body FROM events")]
+        assert any(marker(1) in body for body in bodies)
+    thread.join(10)
+    assert tracker.flush(20)
+    assert all_arrived(apis, 2)
+    tracker.shutdown()
+
+
 def test_the_sender_reads_back_nothing_it_accepted_and_settles_in_batched_writes(
         apis: FourApis, tmp_path: Path) -> None:
     """Events this process captured reach the sender in memory (no SELECT of their rows,

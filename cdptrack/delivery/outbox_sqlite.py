@@ -158,7 +158,13 @@ class SQLiteOutbox(Outbox):
         self._lock = threading.Lock()
         # One connection per process, shared by capture and the sender under the lock:
         # two connections would contend through file locks, whose busy handler sleeps in
-        # milliseconds; a Python lock hands over in microseconds.
+        # milliseconds; a Python lock hands over in microseconds.  ``capture`` takes
+        # only this lock, and the sender takes it only to read or write the file: its
+        # bookkeeping (routing, settling, what waits in memory) is guarded by
+        # ``_books``, so a request never waits for the sender's Python code (nor for
+        # the sender to get the GIL back while it holds a lock the request needs).
+        # Order: ``_books`` before ``_lock``.
+        self._books = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._owner = _new_owner()
         self._last = 0
@@ -216,6 +222,12 @@ class SQLiteOutbox(Outbox):
         with self._lock:
             yield self._writer_conn()
 
+    @contextmanager
+    def _booked(self) -> Iterator[sqlite3.Connection]:
+        """Both locks: for what writes the settled work (see _write_settled)."""
+        with self._books, self._lock:
+            yield self._writer_conn()
+
     @staticmethod
     @contextmanager
     def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -241,10 +253,12 @@ class SQLiteOutbox(Outbox):
         return True
 
     def _hand_over(self, key: int, item: Event | str) -> None:
-        # Called with self._lock held, after the row was committed.
+        # Called with self._lock held, after the row was committed.  The sender pops
+        # from the other end of the deque without the lock (both ends are thread-safe);
+        # the key is marked first, so the sender's pop always finds it to unmark.
         if len(self._fresh) < self._max_cached:
-            self._fresh.append((key, item))
             self._fresh_keys.add(key)
+            self._fresh.append((key, item))
         else:
             self._disk_new = True  # the sender reads it back from the file
 
@@ -299,27 +313,27 @@ class SQLiteOutbox(Outbox):
         return row[0] if row else None
 
     def min_open_key(self) -> int | None:
-        with self._locked() as conn:
+        with self._booked() as conn:
             self._write_settled(conn)
             row = conn.execute("SELECT min(id) FROM events WHERE owner = ?",
                                (self._owner,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
 
     def open_count(self) -> int:
-        with self._locked() as conn:
+        with self._booked() as conn:
             self._write_settled(conn)
             row = conn.execute("SELECT count(*) FROM events WHERE owner = ?",
                                (self._owner,)).fetchone()
         return int(row[0])
 
     def queue_depths(self) -> dict[str, int]:
-        with self._locked() as conn:
+        with self._booked() as conn:
             self._write_settled(conn)
             return self._open_deliveries(conn)
 
     def _open_deliveries(self, conn: sqlite3.Connection) -> dict[str, int]:
         """Per destination, unfinished deliveries: rows in the file, and those of events
-        routed in memory.  Called with self._lock held, after _write_settled."""
+        routed in memory.  Called with both locks held, after _write_settled."""
         rows = conn.execute("SELECT destination, count(*) FROM deliveries WHERE owner = ? "
                             "GROUP BY destination", (self._owner,)).fetchall()
         depths = {str(name): int(n) for name, n in rows}
@@ -335,7 +349,7 @@ class SQLiteOutbox(Outbox):
 
     def maintain(self) -> bool:
         """Heartbeat, and take over the rows of owners that are gone."""
-        with self._locked() as conn:
+        with self._booked() as conn:
             self._write_settled(conn)
             return self._maintain(conn)
 
@@ -381,15 +395,22 @@ class SQLiteOutbox(Outbox):
         # is exactly "not taken yet".  What capture handed over comes first; the file
         # is read only when it may hold more (see _hand_over, _maintain).
         out: list[tuple[int, Payload | str]] = []
-        with self._locked() as conn:
-            self._settle_if_due(conn)
-            fresh = self._fresh
-            while fresh and len(out) < limit:
-                key, item = fresh.popleft()
-                self._fresh_keys.discard(key)
-                out.append((key, item))
-            want = limit - len(out)
+        fresh = self._fresh
+        while fresh and len(out) < limit:  # without the lock: see _hand_over
+            key, item = fresh.popleft()
+            self._fresh_keys.discard(key)
+            out.append((key, item))
+        want = limit - len(out)
+        with self._books:
+            self._settle_if_due()
             if want > 0 and self._disk_new:
+                self._take_from_disk(out, want)
+        return out
+
+    def _take_from_disk(self, out: list[tuple[int, Payload | str]], want: int) -> None:
+        # Called with self._books held.
+        with self._locked() as conn:
+            if self._disk_new:
                 # Rows this process routed without writing deliveries rows still read
                 # "not routed": they are skipped, and the cursor moves past them.
                 rows = conn.execute(
@@ -405,7 +426,6 @@ class SQLiteOutbox(Outbox):
                 if len(rows) < want:
                     self._disk_new = False  # read to the end
                     self._new_cursor = 0
-        return out
 
     def route(self, routings: Sequence[Routing]) -> list[tuple[int, str]]:
         """Routing writes nothing while the deliveries fit in memory: an event whose
@@ -414,7 +434,7 @@ class SQLiteOutbox(Outbox):
         still unfinished ``PERSIST_AFTER`` seconds after routing (see
         :meth:`_write_settled`), and at once for what does not fit in memory."""
         now = time.monotonic()
-        with self._locked() as conn:
+        with self._books:
             written: list[Routing] = []
             for routing in routings:
                 key = routing.key
@@ -428,7 +448,7 @@ class SQLiteOutbox(Outbox):
                     written.append(routing)
                 self._keep(routing)
             if written:
-                with self._transaction(conn):
+                with self._locked() as conn, self._transaction(conn):
                     self._write_deliveries(conn, [
                         (routing.key, list(routing.requests)) for routing in written])
         return []
@@ -471,7 +491,7 @@ class SQLiteOutbox(Outbox):
             conn.execute(_where_id_in("UPDATE events SET routed = 1", len(chunk)), chunk)
 
     def _finish(self, key: int) -> None:
-        # Called with self._lock held.
+        # Called with self._books held.
         if not self._done and not self._letters and not self._finished:
             self._done_since = time.monotonic()
         self._unwritten[key] = set()
@@ -567,7 +587,7 @@ class SQLiteOutbox(Outbox):
     def settle(self, done: Sequence[Delivery], letters: Sequence[DeadLetter] = ()) -> None:
         """Record finished deliveries; they are written with the others of the burst
         (see the module docstring) and stay handed out until then."""
-        with self._locked() as conn:
+        with self._books:
             if not self._done and not self._letters and not self._finished:
                 self._done_since = time.monotonic()
             for delivery in done:
@@ -582,18 +602,19 @@ class SQLiteOutbox(Outbox):
                     if not left:
                         self._finished.append(delivery.key)
             self._letters.extend(letters)
-            self._settle_if_due(conn)
+            self._settle_if_due()
 
-    def _settle_if_due(self, conn: sqlite3.Connection) -> None:
+    def _settle_if_due(self) -> None:
         """End a burst when it is due: finished work waited ``SETTLE_EVERY`` seconds
         (or ``SETTLE_BATCH`` of it waits), or an event routed in memory has been
-        unfinished for ``PERSIST_AFTER`` seconds.  Called with self._lock held."""
+        unfinished for ``PERSIST_AFTER`` seconds.  Called with self._books held."""
         now = time.monotonic()
         waiting = len(self._done) + len(self._finished)
         if ((waiting or self._letters)
                 and (waiting >= SETTLE_BATCH or now - self._done_since >= SETTLE_EVERY)) \
                 or (self._young and now - self._young[0][0] >= PERSIST_AFTER):
-            self._write_settled(conn, persist_before=now - PERSIST_AFTER)
+            with self._locked() as conn:
+                self._write_settled(conn, persist_before=now - PERSIST_AFTER)
 
     def _write_settled(self, conn: sqlite3.Connection,
                        persist_before: float | None = None) -> None:
@@ -601,7 +622,7 @@ class SQLiteOutbox(Outbox):
         finished (one statement when that is all there is to write) and the finished
         deliveries rows, store the dead letters, and with ``persist_before`` write the
         ``deliveries`` rows of the events routed in memory before that moment that
-        are still unfinished.  Called with self._lock held."""
+        are still unfinished.  Called with both locks held."""
         open_work: list[tuple[int, set[str]]] = []
         young = self._young
         while persist_before is not None and young and young[0][0] <= persist_before:
@@ -650,13 +671,13 @@ class SQLiteOutbox(Outbox):
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
         deliveries = list(deliveries)
-        with self._locked() as conn:
+        with self._books:
             # Handed back unfinished (shutdown): they are read from the file again, so
             # the events routed in memory get their rows now.
             open_work = [(key, left) for key in {d.key for d in deliveries}
                          if (left := self._unwritten.get(key))]
             if open_work:
-                with self._transaction(conn):
+                with self._locked() as conn, self._transaction(conn):
                     self._write_deliveries(conn, open_work)
                 for key, _ in open_work:
                     del self._unwritten[key]
@@ -665,7 +686,7 @@ class SQLiteOutbox(Outbox):
             self._disk_more[delivery.destination] = True  # handed out again from the file
 
     def backlog(self) -> dict[str, int]:
-        with self._locked() as conn:
+        with self._booked() as conn:
             self._write_settled(conn)
             depths = self._open_deliveries(conn)
         return {name: n - len(self._handed.get(name, ())) for name, n in depths.items()}
@@ -682,7 +703,7 @@ class SQLiteOutbox(Outbox):
             args.append(destination)
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
-        with self._locked() as conn:
+        with self._booked() as conn:
             self._write_settled(conn)
             rows = conn.execute(sql, args).fetchall()
         return [
@@ -730,7 +751,7 @@ class SQLiteOutbox(Outbox):
         self._reset()
 
     def close(self) -> None:
-        with self._lock:
+        with self._books, self._lock:
             if self._writer is not None:
                 with suppress(sqlite3.Error):  # what is unfinished keeps its rows
                     self._write_settled(self._writer, persist_before=float("inf"))
