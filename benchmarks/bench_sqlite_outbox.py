@@ -7,7 +7,8 @@ list, so it is not in the figure), and, every ``--per-round`` requests, one roun
 the sender's outbox calls (``take_new``, ``route`` to four destinations, ``next_for``
 and ``settle`` per destination, as if every API answered at once).  Reported: thread
 CPU per request of each side (median and p99 of the capture; the sender's total per
-request), and the SQL statements and transactions each side runs per request (counted
+request; the capture's wall time too, which also holds what it waits for: an fsync
+of a WAL checkpoint), and the SQL statements and transactions each side runs per request (counted
 with sqlite3's trace callback).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_sqlite_outbox.py [--requests 5000]
@@ -82,13 +83,15 @@ def run(requests: int, per_round: int) -> dict[str, float]:
         outbox._writer.set_trace_callback(trace)
         jobs = [as_deferred(Prepared(request_events(i))) for i in range(requests)]
         capture: list[int] = []
+        capture_wall: list[int] = []
         sender = 0
         for start in range(0, requests, per_round):
             side[0] = "capture"
             for job in jobs[start:start + per_round]:
-                began = time.thread_time_ns()
+                began, wall = time.thread_time_ns(), time.perf_counter_ns()
                 outbox.put_deferred(job)
                 capture.append(time.thread_time_ns() - began)
+                capture_wall.append(time.perf_counter_ns() - wall)
             side[0] = "sender"
             began = time.thread_time_ns()
             taken = outbox.take_new(256)
@@ -108,10 +111,13 @@ def run(requests: int, per_round: int) -> dict[str, float]:
             time.sleep(0.005)
         sender += time.thread_time_ns() - began
         outbox.close()
-        ordered = sorted(capture)
+        ordered, ordered_wall = sorted(capture), sorted(capture_wall)
         return {
             "capture_median": statistics.median(capture) / 1000,
             "capture_p99": ordered[int(0.99 * len(ordered))] / 1000,
+            "wall_median": statistics.median(capture_wall) / 1000,
+            "wall_p99": ordered_wall[int(0.99 * len(ordered))] / 1000,
+            "wall_max": ordered_wall[-1] / 1000,
             "sender": sender / requests / 1000,
             "capture_statements": statements["capture"] / requests,
             "capture_commits": commits["capture"] / requests,
@@ -135,6 +141,8 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in results) for k in results[0]}
     print(f"| thread CPU | {med['capture_median']:.1f} µs (p99 {med['capture_p99']:.1f}) "
           f"| {med['sender']:.1f} µs |")
+    print(f"| wall time | {med['wall_median']:.1f} µs (p99 {med['wall_p99']:.1f}, "
+          f"max {med['wall_max']:.0f}) | |")
     print(f"| SQL statements | {med['capture_statements']:.2f} "
           f"| {med['sender_statements']:.2f} |")
     print(f"| transactions | {med['capture_commits']:.2f} | {med['sender_commits']:.2f} |")
