@@ -327,3 +327,32 @@ def test_a_kill_mid_burst_resends_with_the_same_message_ids(apis: FourApis, tmp_
     assert all(len(found) == 1 for found in message_ids.values())
     assert all(len(found) == 1 for found in idempotency.values())
     restarted.shutdown()
+
+
+def test_what_does_not_fit_in_memory_goes_through_the_file_once(apis: FourApis,
+                                                                 tmp_path: Path) -> None:
+    """With room in memory for 4 events and 4 deliveries per destination, most events
+    are read back from the file and routed with their deliveries rows written at once;
+    the rest stay in memory without rows.  Every event reaches every API exactly once
+    and the file ends empty."""
+    path = tmp_path / "outbox.db"
+    for server in apis:
+        server.default = Reply(200, delay=0.005)  # the captures outrun the sender
+    tracker = Tracker(apis.config(), outbox=f"sqlite:///{path}", max_queue=4, **FAST)
+    statements: list[str] = []
+    tracker.capture(product_viewed(0))
+    tracker._outbox._writer.set_trace_callback(statements.append)
+    for i in range(1, 60):
+        tracker.capture(product_viewed(i))
+    assert tracker.flush(30)
+    tracker._outbox._writer.set_trace_callback(None)
+    assert any(s.startswith("SELECT id, body FROM events") for s in statements)
+    assert any("INTO deliveries" in s for s in statements)
+    for name, server in apis.by_destination().items():
+        copies = markers_received(server)
+        assert set(copies) == {marker(i) for i in range(60)}, name
+        assert all(len(found) == 1 for found in copies.values()), name
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+        assert reader.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    tracker.shutdown()

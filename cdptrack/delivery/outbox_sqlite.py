@@ -529,7 +529,17 @@ class SQLiteOutbox(Outbox):
     def _next_from_disk(self, destination: str, handed: set[int], limit: int
                         ) -> list[Delivery]:
         asked = limit + len(handed)
-        with self._locked() as conn:
+        with self._books, self._locked() as conn:
+            # What waits in memory for this destination without rows gets them first:
+            # the file is then read in event order with it, and the mark set below
+            # (which makes the memory path skip older keys) cannot pass over it.
+            open_work = [(key, left) for key, left in self._unwritten.items()
+                         if destination in left]
+            if open_work:
+                with self._transaction(conn):
+                    self._write_deliveries(conn, open_work)
+                for key, _ in open_work:
+                    del self._unwritten[key]
             rows = conn.execute(
                 "SELECT d.event_id, e.body, d.only_ids FROM deliveries d "
                 "JOIN events e ON e.id = d.event_id "
