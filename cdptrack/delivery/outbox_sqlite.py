@@ -634,13 +634,17 @@ class SQLiteOutbox(Outbox):
         ``deliveries`` rows of the events routed in memory before that moment that
         are still unfinished.  Called with both locks held."""
         open_work: list[tuple[int, set[str]]] = []
-        young = self._young
-        while persist_before is not None and young and young[0][0] <= persist_before:
-            key = young.popleft()[1]
-            left = self._unwritten.get(key)
-            if left:
-                open_work.append((key, left))
+        aged = 0  # routed before persist_before (taken off _young once written)
+        if persist_before is not None:
+            for routed, key in self._young:
+                if routed > persist_before:
+                    break
+                aged += 1
+                if left := self._unwritten.get(key):
+                    open_work.append((key, left))
         if not (self._done or self._letters or self._finished or open_work):
+            for _ in range(aged):
+                self._young.popleft()
             return
         done, letters, finished = self._done, self._letters, self._finished
         if done or letters or open_work or len(finished) > _MAX_IDS:
@@ -649,6 +653,8 @@ class SQLiteOutbox(Outbox):
         else:  # one statement: its own transaction, one call into SQLite
             self._write_burst(conn, done, letters, finished, open_work)
         self._done, self._letters, self._finished = [], [], []
+        for _ in range(aged):
+            self._young.popleft()
         for key, destination in done:
             self._handed.get(destination, set()).discard(key)
         for key in finished:
