@@ -241,8 +241,11 @@ def test_deliveries_rows_are_written_for_events_left_unfinished_after_their_burs
     path = tmp_path / "outbox.db"
     apis.orangepill.stop()
     tracker = Tracker(apis.config(), outbox=f"sqlite:///{path}", max_retry_time=60, **FAST)
-    for i in range(5):
-        tracker.capture(product_viewed(i))
+    with tracker._outbox._locked():  # the connection exists from here on
+        pass
+    statements: list[str] = []
+    tracker._outbox._writer.set_trace_callback(statements.append)
+    tracker.capture_deferred(lambda: [product_viewed(i) for i in range(5)])
 
     def open_rows() -> list[tuple[int, str]]:
         with sqlite3.connect(path) as reader:
@@ -256,6 +259,8 @@ def test_deliveries_rows_are_written_for_events_left_unfinished_after_their_burs
         time.sleep(0.05)
     rows = open_rows()
     assert len(rows) == 5 and {name for _, name in rows} == {"orangepill"}
+    # Written many to a statement (a burst's events together), not one per row.
+    assert len([s for s in statements if "INTO deliveries" in s]) < 5
     # While the tracker runs: written by a burst, not by the shutdown.
     assert tracker.pending() == 5
     tracker.shutdown(0.5)
@@ -355,4 +360,28 @@ def test_what_does_not_fit_in_memory_goes_through_the_file_once(apis: FourApis,
     with sqlite3.connect(path) as reader:
         assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 0
         assert reader.execute("SELECT count(*) FROM deliveries").fetchone()[0] == 0
+    tracker.shutdown()
+
+
+def test_a_request_with_hundreds_of_events_is_committed_whole(apis: FourApis,
+                                                              tmp_path: Path) -> None:
+    """More events than one statement binds (old SQLite allows 999 values): several
+    INSERTs in one transaction, each event under its own key, every one delivered."""
+    path = tmp_path / "outbox.db"
+    tracker = Tracker(apis.config(), outbox=f"sqlite:///{path}", **FAST)
+    with tracker._outbox._locked():  # the connection exists from here on
+        pass
+    statements: list[str] = []
+    tracker._outbox._writer.set_trace_callback(statements.append)
+    tracker.capture_deferred(lambda: [product_viewed(i) for i in range(600)])
+    tracker._outbox._writer.set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT INTO events")]
+    assert len(inserts) == 3 and "BEGIN IMMEDIATE" in statements and "COMMIT" in statements
+    with sqlite3.connect(path) as reader:
+        assert reader.execute("SELECT count(*) FROM events").fetchone()[0] == 600
+    assert tracker.flush(60)
+    for name, server in apis.by_destination().items():
+        copies = markers_received(server)
+        assert set(copies) == {marker(i) for i in range(600)}, name
+        assert all(len(found) == 1 for found in copies.values()), name
     tracker.shutdown()

@@ -58,8 +58,8 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from typing import Any
+from contextlib import contextmanager, nullcontext, suppress
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from ..config import ConfigError
@@ -77,7 +77,9 @@ SETTLE_BATCH = 512
 # An event routed in memory gets its ``deliveries`` rows (one per unfinished destination)
 # once it has been unfinished this long; most are finished and deleted before.
 PERSIST_AFTER = 0.25
-_MAX_IDS = 512  # ids bound into one statement (well under SQLite's variable limit)
+# Values bound into one statement: under 999, the variable limit of SQLite before 3.32.
+_MAX_IDS = 512  # ids in one ``WHERE id IN (...)``
+_MAX_ROWS = 256  # rows of 3 values in one multi-row INSERT
 _HOST = socket.gethostname()
 # Connections inherited over fork() are never closed in the child (closing a parent's
 # connection there is unsafe); they are parked here.
@@ -285,17 +287,22 @@ class SQLiteOutbox(Outbox):
                 return True
             conn = self._writer_conn()
             now = time.time()
-            args: list[Any] = []
-            for body in bodies:
-                args += (self._owner, body, now)
             # One statement, so one implicit transaction (atomic; committed when it
             # returns) and one call into SQLite: each call lets go of the GIL, and
             # under load getting it back is what a request waits for, not the write.
-            last = int(conn.execute(_insert_events(len(bodies)), args).lastrowid or 0)
-            # AUTOINCREMENT numbers the rows of one statement consecutively.
-            first = last - len(bodies) + 1
-            self._last = max(self._last, last)
-            for key, item in enumerate(items, start=first):
+            # (More than _MAX_ROWS events: several statements in one transaction.)
+            keys: list[int] = []
+            with self._transaction(conn) if len(bodies) > _MAX_ROWS else nullcontext():
+                for start in range(0, len(bodies), _MAX_ROWS):
+                    chunk = bodies[start:start + _MAX_ROWS]
+                    args: list[Any] = []
+                    for body in chunk:
+                        args += (self._owner, body, now)
+                    last = int(conn.execute(_insert_events(len(chunk)), args).lastrowid or 0)
+                    # AUTOINCREMENT numbers the rows of one statement consecutively.
+                    keys.extend(range(last - len(chunk) + 1, last + 1))
+            self._last = max(self._last, keys[-1])
+            for key, item in zip(keys, items, strict=True):
                 self._hand_over(key, item)
         return True
 
@@ -483,10 +490,13 @@ class SQLiteOutbox(Outbox):
                           open_work: Sequence[tuple[int, Iterable[str]]]) -> None:
         """``deliveries`` rows for these events' unfinished destinations (in a
         transaction the caller holds)."""
-        conn.executemany(
-            "INSERT OR IGNORE INTO deliveries (event_id, destination, owner) "
-            "VALUES (?, ?, ?)",
-            [(key, name, self._owner) for key, names in open_work for name in names])
+        rows = [(key, name) for key, names in open_work for name in names]
+        for start in range(0, len(rows), _MAX_ROWS):  # a statement per chunk, not per row
+            part = rows[start:start + _MAX_ROWS]
+            args: list[Any] = []
+            for key, name in _padded(part):  # repeats are ignored (OR IGNORE)
+                args += (key, name, self._owner)
+            conn.execute(_insert_deliveries(len(args) // 3), args)
         for chunk in _chunks([key for key, _ in open_work]):
             conn.execute(_where_id_in("UPDATE events SET routed = 1", len(chunk)), chunk)
 
@@ -795,16 +805,29 @@ def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     """``ids`` in statements of at most ``_MAX_IDS``, each padded (with its last id) to
     a power of two: a handful of prepared statements serve every size."""
     for start in range(0, len(ids), _MAX_IDS):
-        chunk = list(ids[start:start + _MAX_IDS])
-        size = 1
-        while size < len(chunk):
-            size *= 2
-        yield chunk + chunk[-1:] * (size - len(chunk))
+        yield _padded(list(ids[start:start + _MAX_IDS]))
+
+
+T = TypeVar("T")
+
+
+def _padded(items: list[T]) -> list[T]:
+    """``items`` with its last one repeated up to a power of two in length."""
+    size = 1
+    while size < len(items):
+        size *= 2
+    return items + items[-1:] * (size - len(items))
 
 
 @functools.lru_cache(maxsize=32)
 def _where_id_in(statement: str, count: int) -> str:
     return f"{statement} WHERE id IN ({', '.join(['?'] * count)})"
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_deliveries(rows: int) -> str:
+    return "INSERT OR IGNORE INTO deliveries (event_id, destination, owner) VALUES " + \
+        ", ".join(["(?, ?, ?)"] * rows)
 
 
 @functools.lru_cache(maxsize=16)
