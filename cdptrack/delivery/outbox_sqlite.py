@@ -307,6 +307,10 @@ class SQLiteOutbox(Outbox):
         return True
 
     def take_refusals(self) -> dict[str, int]:
+        # Asked on every round of the dispatcher: the connection's lock (which every
+        # capture needs) only when a build did fail.
+        if not self._refused:
+            return {}
         with self._lock:
             refused, self._refused = self._refused, {}
         return refused
