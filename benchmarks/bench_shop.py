@@ -11,8 +11,13 @@ Per configuration (none / memory outbox, all four APIs / memory, Customer.io onl
 Redis outbox + ``cdptrack worker`` / SQLite outbox, all four) the web process's CPU
 (utime + stime from ``/proc/<pid>/stat``) is read before the load and after the
 collector has every event of it, so the sender's work on those events is in the figure.
-The worker's CPU is read the same way, and for Redis the commands it served per view
-(``INFO commandstats``).  A run fails loudly when an event is missing.
+The worker's CPU is read the same way (with ``sender=process``, the sender process's),
+and for Redis the commands it served per view (``INFO commandstats``).  A run fails
+loudly when an event is missing.  With cdptrack on, the shop also times each request's
+hand-over of its events (``Tracker.capture_deferred``: with the SQLite outbox the build
+and the commit; with ``sender=process`` the build and the write to the pipe) while the
+load runs (``BENCH_CAPTURE_TIMES``, see ``shop_apps.py``); its median and p99 are printed
+under each table.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_shop.py [--requests 1500]
         [--concurrency 4] [--rounds 1] [--shops flask,fastapi] [--configs ...]
@@ -295,6 +300,7 @@ def environment(setup: Setup, collector_port: int, outbox_url: str) -> dict[str,
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env["BENCH_CDPTRACK"] = ("discard" if setup.discard
                              else "1" if setup.destinations else "0")
+    env["BENCH_CAPTURE_TIMES"] = "1"
     base = f"http://127.0.0.1:{collector_port}"
     env.update({
         "CDPTRACK_YESPO_TRACKER_URL": base + "/tracker/api/v2",
@@ -335,6 +341,10 @@ class Result:
     # Redis commands per page view, by name (INFO commandstats; a script's own calls
     # count too), the web process's and the worker's together.
     redis_calls: dict[str, float] = field(default_factory=dict)
+    # Per request, the time capture_deferred kept the request's thread (ns): wall, CPU.
+    capture_wall: list[int] = field(default_factory=list)
+    capture_cpu: list[int] = field(default_factory=list)
+    build_cpu: list[int] = field(default_factory=list)  # of which building the events
 
 
 def redis_calls(port: int | None, reset: bool = False) -> dict[str, int]:
@@ -353,6 +363,37 @@ def redis_calls(port: int | None, reset: bool = False) -> dict[str, int]:
                 for name, row in stats.items() if isinstance(row, dict)}
     finally:
         client.close()
+
+
+def capture_times(port: int, timed: bool) -> dict[str, list[int]]:
+    """The shop's capture timings since the last call (and forget them)."""
+    if not timed:
+        return {"wall": [], "cpu": [], "build_wall": [], "build_cpu": []}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/__capture_times")
+    answer = conn.getresponse()
+    data = answer.read()
+    conn.close()
+    if answer.status != 200:
+        raise RuntimeError(f"/__capture_times answered {answer.status}")
+    found: dict[str, list[int]] = json.loads(data)
+    return found
+
+
+def percentile(values: list[int], share: float) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(share * len(ordered)))])
+
+
+def capture_summary(wall: list[int], cpu: list[int], build: list[int]) -> str:
+    if not wall:
+        return ""
+    built = (f", of which the build {statistics.median(build) / 1000:.0f}"
+             if any(build) else "")
+    return (f"capture {statistics.median(wall) / 1000:.0f} µs median, "
+            f"p99 {percentile(wall, 0.99) / 1000:.0f} µs "
+            f"(thread CPU {statistics.median(cpu) / 1000:.0f} µs median{built}; "
+            f"p99 {percentile(cpu, 0.99) / 1000:.0f}; {len(wall)} requests)")
 
 
 def wait_counts(port: int, want: dict[str, int], timeout: float) -> dict[str, int]:
@@ -428,6 +469,8 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
                                       cwd=ROOT, env=env)
         cookie = login(port)
         load(port, cookie, 50, 1)  # warm-up: imports, first connections
+        timed = bool(setup.destinations)
+        capture_times(port, timed)  # forget the warm-up's
         settle(collector_port)
         if setup.sender == "process":  # its CPU is counted like a worker's
             worker_pid = sender_process(web_pid)
@@ -460,10 +503,13 @@ def run_one(shop: str, setup: Setup, args: argparse.Namespace, collector_port: i
         for spy in spies:
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             spy.wait(30)
+        times = capture_times(port, timed)
         n = args.requests
         return Result((web1 - web0) / n * 1e6, n / elapsed,
                       (worker1 - worker0) / n * 1e6 if worker_pid else None,
                       switches=(switches1 - switches0) / n, missing=missing,
+                      capture_wall=times["wall"], capture_cpu=times["cpu"],
+                      build_cpu=times["build_cpu"],
                       threads={name: (spent - threads0.get(name, 0.0)) / n * 1e6
                                for name, spent in threads1.items()},
                       redis_calls={name: count / n for name, count in calls.items()
@@ -523,7 +569,10 @@ def main() -> int:
                               + "  [" + ", ".join(
                                   f"{name} {spent:.0f}" for name, spent in sorted(
                                       result.threads.items(), key=lambda kv: -kv[1])
-                                  if spent >= 1) + "]",
+                                  if spent >= 1) + "]"
+                              + ("  " + capture_summary(result.capture_wall,
+                                                        result.capture_cpu, result.build_cpu)
+                                 if result.capture_wall else ""),
                               file=sys.stderr)
                         if result.redis_calls:
                             calls = ", ".join(
@@ -560,6 +609,14 @@ def main() -> int:
                 arrived = ""
             print(f"| {CONFIGS[name].name} | {cpu:.0f} µs | {cpu / base_cpu:.2f}x "
                   f"| {rate / base_rate:.2f}x | {worker} | {arrived} |")
+        print()
+        for name in configs:
+            runs = results[(shop, name)]
+            summary = capture_summary([w for r in runs for w in r.capture_wall],
+                                      [c for r in runs for c in r.capture_cpu],
+                                      [b for r in runs for b in r.build_cpu])
+            if summary:
+                print(f"- {CONFIGS[name].name}: {summary}")
         print()
     return 1 if failed else 0
 

@@ -6,7 +6,11 @@ page view: Yespo v1/event needs an email, Orangepill an identity).
 ``BENCH_CDPTRACK=1`` in the environment wires cdptrack (its settings from the usual
 ``CDPTRACK_*`` variables); ``BENCH_CDPTRACK=discard`` wires the middleware to a tracker
 that throws each request's work away (the request path's own cost, no delivery);
-anything else serves the same shop without it.
+anything else serves the same shop without it.  ``BENCH_CAPTURE_TIMES=1`` times each
+``Tracker.capture_deferred`` call (what a request thread spends handing its events to
+cdptrack: with a durable outbox, building them and committing them) and serves the
+samples at ``GET /__capture_times`` (wall and thread-CPU nanoseconds, and of that the
+SQLite outbox's build of the events; the call empties them).
 
     gunicorn 'benchmarks.shop_apps:flask_app()'
     uvicorn --factory benchmarks.shop_apps:fastapi_app
@@ -16,6 +20,8 @@ anything else serves the same shop without it.
 # No "from __future__ import annotations": FastAPI must resolve the route
 # functions' annotations, which name classes imported inside fastapi_app().
 import os
+import threading
+import time
 from typing import Any
 
 from cdptrack.examples import catalogue
@@ -36,6 +42,48 @@ class _Discard:
 
 def _tracker() -> Any:
     return _Discard() if os.environ.get("BENCH_CDPTRACK") == "discard" else None
+
+
+TIMED = TRACKED and os.environ.get("BENCH_CAPTURE_TIMES") == "1"
+# Per capture_deferred: wall ns, thread CPU ns, and the same for building the events.
+_SAMPLES: list[tuple[int, int, int, int]] = []
+_BUILD = threading.local()
+
+
+def _time_captures() -> None:
+    """Wrap ``Tracker.capture_deferred`` (before the middleware binds it) to record how
+    long each call keeps the request's thread: wall time, which includes waiting for
+    the outbox's lock and the GIL while the sender is busy, and the thread's CPU."""
+    from cdptrack.delivery import outbox_sqlite
+    from cdptrack.tracker import Tracker
+
+    original = Tracker.capture_deferred
+    build = outbox_sqlite.run_build
+
+    def timed(self: Any, job: Any) -> None:
+        _BUILD.wall = _BUILD.cpu = 0
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        original(self, job)
+        _SAMPLES.append((time.perf_counter_ns() - wall, time.thread_time_ns() - cpu,
+                         _BUILD.wall, _BUILD.cpu))
+
+    def timed_build(job: Any) -> Any:
+        wall, cpu = time.perf_counter_ns(), time.thread_time_ns()
+        try:
+            return build(job)
+        finally:
+            _BUILD.wall += time.perf_counter_ns() - wall
+            _BUILD.cpu += time.thread_time_ns() - cpu
+
+    Tracker.capture_deferred = timed  # type: ignore[method-assign]
+    outbox_sqlite.run_build = timed_build
+
+
+def _take_samples() -> dict[str, list[int]]:
+    taken = _SAMPLES[:]
+    del _SAMPLES[:len(taken)]
+    return {"wall": [s[0] for s in taken], "cpu": [s[1] for s in taken],
+            "build_wall": [s[2] for s in taken], "build_cpu": [s[3] for s in taken]}
 
 PAGE = """<!doctype html><html><head><title>{{ product.name }}</title></head><body>
 <h1>{{ product.name }}</h1><p class="price">{{ product.price }} {{ currency }}</p>
@@ -72,6 +120,12 @@ def flask_app() -> Any:
         session["user"] = _user(request.form.get("email", "bench@example.com"))
         return "ok"
 
+    if TIMED:
+        @app.get("/__capture_times")
+        def capture_times() -> dict[str, list[int]]:
+            return _take_samples()
+
+        _time_captures()
     if TRACKED:
         from cdptrack.integrations.flask import CDPTrack
 
@@ -99,6 +153,12 @@ def fastapi_app() -> Any:
         request.session["user"] = _user("bench@example.com")
         return "ok"
 
+    if TIMED:
+        @app.get("/__capture_times")
+        async def capture_times() -> dict[str, list[int]]:
+            return _take_samples()
+
+        _time_captures()
     if TRACKED:
         from cdptrack.integrations.fastapi import setup
 
