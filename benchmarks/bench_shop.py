@@ -8,7 +8,8 @@ to a signed-in visitor, so every destination gets the page view.  A load process
 collector process (127.0.0.1) answers 200 like the four APIs and counts what arrived.
 
 Per configuration (none / memory outbox, all four APIs / memory, Customer.io only /
-Redis outbox + ``cdptrack worker`` / SQLite outbox, all four) the web process's CPU
+either with ``sender=process`` / Redis outbox + ``cdptrack worker`` / SQLite outbox,
+all four / ``page_views=generic`` variants) the web process's CPU
 (utime + stime from ``/proc/<pid>/stat``) is read before the load and after the
 collector has every event of it, so the sender's work on those events is in the figure.
 The worker's CPU is read the same way (with ``sender=process``, the sender process's),
