@@ -44,11 +44,14 @@ def _config_json(apis: FourApis) -> str:
     return json.dumps(values)
 
 
-def test_accepted_events_survive_sigkill_and_are_delivered_after_restart(
-        apis: FourApis, tmp_path: Path) -> None:
+def _capture_then_kill(apis: FourApis, tmp_path: Path, delay: float,
+                       wanted: int) -> tuple[str, list[int]]:
+    """Run tests/support/capture_child.py (500 events into an outbox file) against
+    ``apis`` answering after ``delay`` seconds, SIGKILL it once it reported ``wanted``
+    events accepted; returns the outbox URL and the accepted event numbers."""
     outbox = f"sqlite:///{tmp_path / 'outbox.db'}"
     for server in apis:
-        server.default = Reply(200, delay=0.1)  # slow: the kill lands mid-delivery
+        server.default = Reply(200, delay=delay)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     child = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "support" / "capture_child.py"), outbox, "500",
@@ -60,7 +63,7 @@ def test_accepted_events_survive_sigkill_and_are_delivered_after_restart(
         for line in child.stdout:
             if line.startswith("accepted "):
                 accepted.append(int(line.split()[1]))
-            if len(accepted) >= 60:
+            if len(accepted) >= wanted:
                 break
     finally:
         child.send_signal(signal.SIGKILL)
@@ -68,6 +71,13 @@ def test_accepted_events_survive_sigkill_and_are_delivered_after_restart(
         if child.stdout is not None:
             child.stdout.close()
     assert child.returncode == -signal.SIGKILL
+    return outbox, accepted
+
+
+def test_accepted_events_survive_sigkill_and_are_delivered_after_restart(
+        apis: FourApis, tmp_path: Path) -> None:
+    # slow answers: the kill lands mid-delivery
+    outbox, accepted = _capture_then_kill(apis, tmp_path, 0.1, 60)
     wanted = {marker(i) for i in accepted}
     before = {name: set(markers_received(s)) for name, s in apis.by_destination().items()}
     assert any(not wanted <= got for got in before.values()), "nothing was left to recover"
@@ -282,27 +292,7 @@ def test_a_kill_mid_burst_resends_with_the_same_message_ids(apis: FourApis, tmp_
     """SIGKILL while events are routed in memory (no deliveries rows yet) or finished
     but not yet deleted: after the restart each accepted event reaches every API at
     least once, and every copy of it carries the same message id."""
-    outbox = f"sqlite:///{tmp_path / 'outbox.db'}"
-    for server in apis:
-        server.default = Reply(200, delay=0.01)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
-    child = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "support" / "capture_child.py"), outbox, "500",
-         _config_json(apis)],
-        stdout=subprocess.PIPE, text=True, env=env)
-    accepted: list[int] = []
-    try:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line.startswith("accepted "):
-                accepted.append(int(line.split()[1]))
-            if len(accepted) >= 80:
-                break
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
+    outbox, accepted = _capture_then_kill(apis, tmp_path, 0.01, 80)
     with sqlite3.connect(tmp_path / "outbox.db") as reader:
         left = reader.execute("SELECT count(*) FROM events").fetchone()[0]
     assert left > 0, "the kill found nothing in flight"

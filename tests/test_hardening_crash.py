@@ -17,11 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from support.api_server import ApiServer
+from support.api_server import (
+    ApiServer,
+    api_fixture,  # noqa: F401 - the "api" fixture
+)
 from support.redis_server import free_port
 from test_hardening_shutdown import serving
 
@@ -35,14 +36,6 @@ KILLS = 5  # by the test, at moments the load is in full swing
 KILL_EVERY = 250  # and by the client, just after it had a whole response
 CLIENT_THREADS = 4
 
-
-@pytest.fixture(name="api")
-def api_fixture() -> Iterator[ApiServer]:
-    server = ApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def workers_of(master: int) -> list[int]:

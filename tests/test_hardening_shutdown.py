@@ -1,5 +1,6 @@
 """No events lost on a deploy: real servers get SIGTERM while an API is still answering
-503, and every product view must reach it.  uvicorn >= 0.29 re-raises the signal after
+503, and every product view must reach it (with the sender thread, and with
+``CDPTRACK_SENDER=process``).  uvicorn >= 0.29 re-raises the signal after
 its graceful shutdown (``atexit`` never runs), Django's ASGI handler and mounted
 Starlette apps get no lifespan, and gunicorn's workers exit through ``atexit``."""
 
@@ -19,7 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from support.api_server import ApiServer, Reply
+from support.api_server import (
+    ApiServer,
+    Reply,
+    api_fixture,  # noqa: F401 - the "api" fixture
+)
 from support.delivery import FAST, product_viewed
 from support.redis_server import free_port
 
@@ -31,14 +36,6 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 VIEWS = 6
 
-
-@pytest.fixture(name="api")
-def api_fixture() -> Iterator[ApiServer]:
-    server = ApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _env(api: ApiServer, **extra: str) -> dict[str, str]:
@@ -117,15 +114,17 @@ def test_django_asgi_on_uvicorn_delivers_everything_after_sigterm(
     _expect_all_delivered(api, log)
 
 
-@pytest.mark.parametrize("app", ["mounted", "fastapi_mounted"])
+@pytest.mark.parametrize(("app", "sender"), [("mounted", "thread"),
+                                              ("fastapi_mounted", "thread"),
+                                              ("fastapi_mounted", "process")])
 def test_mounted_sub_app_on_uvicorn_delivers_everything_after_sigterm(
-        api: ApiServer, tmp_path: Path, app: str) -> None:
+        api: ApiServer, tmp_path: Path, app: str, sender: str) -> None:
     api.fail_next(2, Reply(503), "/v1")
     port = free_port()
     args = [sys.executable, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
             f"support.shutdown_apps:{app}"]
     log = tmp_path / "server.log"
-    with serving(args, _env(api), port, log) as process:
+    with serving(args, _env(api, CDPTRACK_SENDER=sender), port, log) as process:
         _views(port, "/shop")
         _stop(process)
     _expect_all_delivered(api, log)
@@ -148,14 +147,15 @@ def test_the_budget_from_the_environment_bounds_the_drain_under_uvicorn(
     assert lost and int(lost.group(1)) >= VIEWS, text[-3000:]
 
 
+@pytest.mark.parametrize("sender", ["thread", "process"])
 def test_flask_on_gunicorn_delivers_everything_after_sigterm(
-        api: ApiServer, tmp_path: Path) -> None:
+        api: ApiServer, tmp_path: Path, sender: str) -> None:
     api.fail_next(2, Reply(503), "/v1")
     port = free_port()
     args = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
             "--control-socket", str(tmp_path / "ctl"), "support.shutdown_apps:flask_app"]
     log = tmp_path / "server.log"
-    with serving(args, _env(api), port, log) as process:
+    with serving(args, _env(api, CDPTRACK_SENDER=sender), port, log) as process:
         _views(port, "")
         assert _stop(process) == 0
     _expect_all_delivered(api, log)

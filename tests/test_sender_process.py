@@ -1,10 +1,10 @@
 """``sender="process"``: a child process holds the memory outbox and sends; the web
 process builds events and writes them to a pipe.  Checked against real local APIs and
-real servers: the same wire requests as the thread sender, every event delivered through
-a SIGTERM of gunicorn and uvicorn, what the web process had handed over still delivered
-after it is SIGKILLed, a killed child replaced (its loss logged and counted), a stopped
-child never blocking ``capture``, keys never in the child's command line or environment,
-and the callbacks called in the web process."""
+real processes: the same wire requests as the thread sender; what a SIGKILLed web
+process had handed over still delivered; a killed child replaced (its loss logged and
+counted); a stopped child never blocking ``capture``; keys never in the child's command
+line or environment; the callbacks called in the web process; a fork.  A SIGTERM of
+gunicorn and uvicorn with the process sender: tests/test_hardening_shutdown.py."""
 
 from __future__ import annotations
 
@@ -16,15 +16,23 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.api_server import ApiServer, Reply
-from support.delivery import FAST, SECRETS, FourApis, all_arrived, apis_fixture, product_viewed
-from support.redis_server import free_port
-from test_hardening_shutdown import _env, _expect_all_delivered, _stop, _views, serving
+from support.api_server import (
+    ApiServer,
+    Reply,
+    api_fixture,  # noqa: F401 - the "api" fixture
+)
+from support.delivery import (
+    FAST,
+    SECRETS,
+    FourApis,
+    all_arrived,
+    apis_fixture,  # noqa: F401 - the "apis" fixture
+    product_viewed,
+)
 
 from cdptrack.config import Config, ConfigError
 from cdptrack.delivery.outbox import DeadLetter
@@ -32,16 +40,7 @@ from cdptrack.tracker import Tracker
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-_ = apis_fixture
 
-
-@pytest.fixture(name="api")
-def api_fixture() -> Iterator[ApiServer]:
-    server = ApiServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _tracker(config: Config, **kwargs: Any) -> Tracker:
@@ -247,32 +246,6 @@ def test_the_process_sender_is_for_the_memory_outbox(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sender"):
         Config(sender="fork")  # type: ignore[arg-type]
     assert Config.from_env({"CDPTRACK_SENDER": "process"}).sender == "process"
-
-
-def test_flask_on_gunicorn_with_the_process_sender_delivers_everything_after_sigterm(
-        api: ApiServer, tmp_path: Path) -> None:
-    api.fail_next(2, Reply(503), "/v1")
-    port = free_port()
-    args = [sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
-            "--control-socket", str(tmp_path / "ctl"), "support.shutdown_apps:flask_app"]
-    log = tmp_path / "server.log"
-    with serving(args, _env(api, CDPTRACK_SENDER="process"), port, log) as process:
-        _views(port, "")
-        assert _stop(process) == 0
-    _expect_all_delivered(api, log)
-
-
-def test_fastapi_on_uvicorn_with_the_process_sender_delivers_everything_after_sigterm(
-        api: ApiServer, tmp_path: Path) -> None:
-    api.fail_next(2, Reply(503), "/v1")
-    port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "--port", str(port), "--host", "127.0.0.1",
-            "support.shutdown_apps:fastapi_mounted"]
-    log = tmp_path / "server.log"
-    with serving(args, _env(api, CDPTRACK_SENDER="process"), port, log) as process:
-        _views(port, "/shop")
-        _stop(process)
-    _expect_all_delivered(api, log)
 
 
 def test_the_child_reads_whole_lines_across_partial_writes() -> None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -206,3 +208,14 @@ class ApiServer:
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.05))
+
+
+@pytest.fixture(name="api")
+def api_fixture() -> Iterator[ApiServer]:
+    """One local API; import ``api_fixture`` into a test module to get the ``api``
+    fixture."""
+    server = ApiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
