@@ -327,4 +327,4 @@ def test_the_start_line_names_the_sender_process(
     spent = time.monotonic() - started
     tracker.shutdown(5)
     assert f"sending to customerio (memory outbox in sender process {child}" in caplog.text
-    assert spent < 0.45
+    assert spent < 1.0  # the old bound was the timeout plus 1 s
