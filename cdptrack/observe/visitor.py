@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -184,20 +184,10 @@ def identity_from_session(
     Uses ``dict.get`` directly on dict sessions so that reading does not mark a Flask
     session as accessed (which would add ``Vary: Cookie`` to the shop's response).
     """
-    out: dict[str, str] = {}
-    # dict.get on any dict (a Flask session's own get marks it accessed); most names
-    # are absent, so only values found are checked.
+    # dict.get on any dict (a Flask session's own get marks it accessed).
     get = partial(dict.get, session) if isinstance(session, dict) \
         else partial(raw_get, session)
-    for field_name, names in keys.items():
-        for name in names:
-            found = get(name)
-            if found is None:
-                continue
-            value = _identity_value(found)
-            if value is not None:
-                out[field_name] = value
-                break
+    out = _first_identity_values(get, keys)
     if user_key:
         user = raw_get(session, user_key)
         if user is not None:
@@ -213,17 +203,8 @@ def identity_from_user(user: Any) -> dict[str, str]:
         return {}
     if getattr(user, "is_authenticated", True) is False:
         return {}
-    out: dict[str, str] = {}
     get = user.get if type(user) is dict else partial(read_field, user)
-    for field_name, names in USER_OBJECT_FIELDS.items():
-        for name in names:
-            found = get(name)
-            if found is None:
-                continue
-            value = _identity_value(found)
-            if value is not None:
-                out[field_name] = value
-                break
+    out = _first_identity_values(get, USER_OBJECT_FIELDS)
     if "user_id" not in out:
         value = _identity_value(call_method(user, "get_id"))  # Flask-Login's UserMixin
         if value is not None:
@@ -233,6 +214,24 @@ def identity_from_user(user: Any) -> dict[str, str]:
         last = _identity_value(read_field(user, "last_name"))
         if first or last:
             out["name"] = " ".join(p for p in (first, last) if p)
+    return out
+
+
+def _first_identity_values(get: Callable[[str], Any],
+                           fields: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
+    """Per visitor field, the first of its names whose value ``get`` finds and
+    :func:`_identity_value` accepts (most names are absent: only found values are
+    checked)."""
+    out: dict[str, str] = {}
+    for field_name, names in fields.items():
+        for name in names:
+            found = get(name)
+            if found is None:
+                continue
+            value = _identity_value(found)
+            if value is not None:
+                out[field_name] = value
+                break
     return out
 
 
