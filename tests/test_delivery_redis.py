@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from support.delivery import (
     product_viewed,
 )
 from support.redis_server import RedisServer
+from support.servers import wait_for as wait_until
 
 from cdptrack import cli
 from cdptrack.config import ConfigError
@@ -60,14 +61,6 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}"  # each test its own keys in the shared server
 
-
-def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def worker_env(apis: FourApis, url: str) -> dict[str, str]:

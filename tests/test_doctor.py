@@ -9,8 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +20,7 @@ from support.delivery import (
     product_viewed,
 )
 from support.redis_server import RedisServer
+from support.servers import wait_for
 
 from cdptrack.commands.doctor import diagnose
 from cdptrack.config import Config
@@ -47,14 +46,6 @@ def closed_port() -> int:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def test_nothing_configured_is_an_error_that_names_what_to_set() -> None:

@@ -5,7 +5,6 @@ delivers to real local APIs."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from support.delivery import (
     apis_fixture,  # noqa: F401 - the "apis" fixture
     product_viewed,
 )
+from support.servers import wait_for
 
 from cdptrack import Tracker
 from cdptrack.events import track
@@ -28,15 +28,6 @@ prometheus_client = pytest.importorskip("prometheus_client")
 pytest.importorskip("opentelemetry.sdk.metrics")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from support import redis_server
 from support.api_server import ApiServer, Reply
 from support.redis_server import RedisServer
+from support.servers import wait_for as wait_until
 
 from cdptrack import Tracker
 from cdptrack.config import Config
@@ -87,15 +87,6 @@ def creates(sink: Sink) -> list[dict[str, Any]]:
 def person_calls(sink: Sink) -> list[dict[str, Any]]:
     return [r for r in sink.requests("orangepill") if r["event"] != "create person"]
 
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` seconds passed; its last answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def run(tracker: Tracker, events: list[dict[str, Any]], timeout: float = 20.0) -> None:

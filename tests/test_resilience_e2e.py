@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 from support.delivery import FAST
 from support.redis_server import free_port
+from support.servers import wait_for
 
 from cdptrack.commands.demo import ShopServer
 from cdptrack.commands.demo_shoppers import run_shoppers
@@ -242,14 +242,6 @@ def delivered_elsewhere(accepted: Path, config: Config, healthy: Sink) -> bool:
     wanted = [r for r in accepted_requests(accepted, config) if r.destination != "customerio"]
     return not missing(wanted, healthy.requests()) and accepted.stat().st_size == size
 
-
-def wait_for(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
 
 
 def test_a_shop_killed_while_an_api_is_down_delivers_everything_it_accepted_after_restart(
