@@ -4,31 +4,23 @@ payload, and problems are shown; no key is ever on the page."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import httpx
-import pytest
+from support.browser import (
+    ARGS,
+    CHROMIUM,
+    needs_chromium,
+    sink_fixture,  # noqa: F401 - the "sink" fixture
+)
 
 from cdptrack.config import Config
 from cdptrack.destinations import render_event
 from cdptrack.sink import Sink
 from cdptrack.sink.samples import demo_visitor, every_kind
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KEY = "sk-browser-SECRET-31"
 SHOPPER_B = "7F3C2A10-1B2C-4D5E-8F90-ABCDEF012345"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason=f"Debian chromium is not installed at {CHROMIUM}")
-
-
-@pytest.fixture()
-def sink() -> Iterator[Sink]:
-    with Sink() as running:
-        yield running
+pytestmark = needs_chromium
 
 
 def shop(sink: Sink, visitor: dict[str, str]) -> int:

@@ -4,31 +4,24 @@ them) and those a shop elsewhere reports over HTTP; hostile reason text stays te
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
+from support.browser import (
+    ARGS,
+    CHROMIUM,
+    needs_chromium,
+    sink_fixture,  # noqa: F401 - the "sink" fixture
+)
 
 from cdptrack import Tracker
 from cdptrack.config import Config
 from cdptrack.sink import Sink
 from cdptrack.sink.unsent import report_stats
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 KEY = "sk-unsent-SECRET-77"
 SC = "CDA68358-94FB-4D83-9655-3FEB3C4114A3"
 HOSTILE = "<img src=x onerror=window.__pwned=1>"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                                reason=f"Debian chromium is not installed at {CHROMIUM}")
-
-
-@pytest.fixture()
-def sink() -> Iterator[Sink]:
-    with Sink() as running:
-        yield running
+pytestmark = needs_chromium
 
 
 def test_board_sums_watched_and_reported_trackers_and_refuses_junk(sink: Sink) -> None:
